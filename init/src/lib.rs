@@ -1,1 +1,28 @@
-//! placeholder
+//! PXEN's `/init` and the `pxen` command.
+//!
+//! The same binary runs as PID 1 of every host (see [`boot`]) and, after the boot, as the
+//! `pxen` administration command. Each module owns one concern of the boot:
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | [`logger`] | timestamped log lines on the console and in the kernel log |
+//! | [`cmdline`] | the `pxen.*` parameters of the kernel command line |
+//! | [`mounts`] | the basic file systems PID 1 needs (`/proc`, `/sys`, `/dev`, `/run`) |
+//! | [`modules`] | loading the early kernel modules shipped in the initramfs |
+//! | [`config`] | the cluster configuration (RON files) and its validation |
+//! | [`identity`] | the machine's stable ID and hostname |
+//! | [`drive`] | finding and mounting the PXEN flash drive |
+//! | [`rootfs`] | copying the dom0 root filesystem into a size-checked tmpfs |
+//! | [`handoff`] | writing the host's identity into the new root and `switch_root` |
+//! | [`boot`] | the PID 1 sequence that ties them together, and its fatal-error path |
+
+pub mod boot;
+pub mod cmdline;
+pub mod config;
+pub mod drive;
+pub mod handoff;
+pub mod identity;
+pub mod logger;
+pub mod modules;
+pub mod mounts;
+pub mod rootfs;

@@ -1,0 +1,242 @@
+//! The PID 1 sequence: from the kernel starting `/init` to the real init of the dom0 root
+//! filesystem, and the fatal-error path.
+//!
+//! PID 1 never exits (the kernel would panic). On a fatal error it says what failed and how to
+//! fix it, offers an emergency shell on the console when the root filesystem has one, and
+//! otherwise reboots after `pxen.reboot_delay`, so an unattended host retries by itself.
+
+use std::convert::Infallible;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::cmdline::{self, BootParams, BootSource};
+use crate::config::{self, Cluster};
+use crate::identity::{self, Naming};
+use crate::logger::{self, phase};
+use crate::{drive, handoff, modules, mounts, rootfs};
+
+/// Where the initramfs keeps the root filesystem layers.
+pub const LAYERS_DIR: &str = "/rootfs";
+/// Where the new root is assembled.
+pub const NEW_ROOT: &str = "/newroot";
+/// Where a configuration delivered inside the initramfs is (network boots).
+pub const INITRAMFS_CONFIG: &str = "/pxen/config";
+/// Where the flash drive is mounted while `/init` reads it.
+pub const DRIVE_MOUNT: &str = "/run/pxen/drive";
+
+/// A step of the boot that failed; each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Mounting `/proc`, `/sys`, `/dev` or `/run` failed.
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
+    /// Copying the root filesystem into RAM failed.
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    /// The handoff to the real init failed.
+    #[error(transparent)]
+    Handoff(#[from] handoff::HandoffError),
+}
+
+/// Runs the boot as PID 1. Never returns.
+pub fn run_pid1() -> ! {
+    let params = match mounts::mount_basics(Path::new("/")) {
+        Ok(()) => start_logging(),
+        Err(e) => {
+            // No /dev/kmsg without /dev: the kernel's console (our stderr) is all there is.
+            eprintln!("pxen: FATAL: {e}");
+            BootParams::default()
+        }
+    };
+    let outcome = std::panic::catch_unwind(|| boot(&params));
+    let reason = match outcome {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => format!("/init panicked: {}; please report this as a bug", panic_text(&panic)),
+    };
+    fatal(&reason, &params)
+}
+
+/// Reads the command line and installs the logger at the level it asks for.
+fn start_logging() -> BootParams {
+    let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (params, bad) = cmdline::parse(&text);
+    logger::init_boot(if params.debug { LevelFilter::Debug } else { LevelFilter::Info });
+    phase("init", &format!("PXEN {} is PID 1", env!("CARGO_PKG_VERSION")));
+    for problem in bad {
+        log::warn!("{problem}");
+    }
+    params
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// The boot itself; returns only on failure.
+fn boot(params: &BootParams) -> Result<Infallible, BootError> {
+    phase("modules", "loading the early kernel modules");
+    match modules::load_early(Path::new("/lib/modules")) {
+        Ok(s) => log::info!("modules: {} loaded, {} already present, {} without hardware, {} failed", s.loaded, s.already, s.no_device, s.failed.len()),
+        Err(e) => log::warn!("{e}"),
+    }
+
+    phase("config", &format!("reading the cluster configuration ({:?} boot)", params.boot_source));
+    let cluster = load_config(params);
+
+    phase("identity", "naming this host");
+    let naming = name_host(&cluster);
+    log::info!("hostname {}: {}", naming.hostname, naming.reason);
+
+    phase("rootfs", "copying the root filesystem into RAM");
+    let new_root = Path::new(NEW_ROOT);
+    copy_rootfs_to_ram(new_root)?;
+    handoff::write_identity(new_root, &naming.hostname)?;
+
+    phase("handoff", &format!("starting {} as {}", params.init.display(), naming.hostname));
+    Ok(handoff::switch_root(new_root, &params.init, &handoff::passthrough_args())?)
+}
+
+/// The configuration for this boot. A missing or broken configuration is never fatal: the
+/// host boots with the built-in default and says so loudly, because a host that is up can be
+/// fixed over the network and one that is down cannot.
+fn load_config(params: &BootParams) -> Cluster {
+    let loaded = match params.boot_source {
+        BootSource::Usb => config_from_drive(params.drive_wait),
+        BootSource::Net if Path::new(INITRAMFS_CONFIG).exists() => {
+            config::load_dir(Path::new(INITRAMFS_CONFIG)).map_err(|e| e.to_string())
+        }
+        BootSource::Net => Err("no configuration was delivered with the network boot".to_string()),
+    };
+    match loaded {
+        Ok(cluster) => {
+            log::info!("configuration: cluster {:?}, {} named host(s)", cluster.name, cluster.hosts.len());
+            cluster
+        }
+        Err(why) => {
+            log::warn!("************************************************************");
+            log::warn!("*** USING THE BUILT-IN DEFAULT CONFIGURATION             ***");
+            log::warn!("************************************************************");
+            for line in why.lines() {
+                log::warn!("{line}");
+            }
+            Cluster::builtin_default()
+        }
+    }
+}
+
+/// Reads `config/` from the flash drive this host booted from.
+fn config_from_drive(wait: Duration) -> Result<Cluster, String> {
+    let device = drive::find(Path::new("/sys"), Path::new("/dev"), wait).map_err(|e| e.to_string())?;
+    log::info!("flash drive: {}", device.display());
+    let mount_point = Path::new(DRIVE_MOUNT);
+    drive::mount_readonly(&device, mount_point).map_err(|e| e.to_string())?;
+    let loaded = config::load_dir(&mount_point.join("config")).map_err(|e| e.to_string());
+    drive::unmount(mount_point);
+    loaded
+}
+
+/// The hostname, or a fixed fallback when the machine has no usable ID at all.
+fn name_host(cluster: &Cluster) -> Naming {
+    let ids = identity::read_machine_ids(Path::new("/sys"));
+    identity::name_machine(cluster, &ids).unwrap_or_else(|| Naming {
+        hostname: format!("{}-unidentified", cluster.hostname_prefix),
+        reason: "this machine has no usable serial, UUID or MAC address; list it in the \
+                 configuration by another ID, or fix its firmware's DMI data"
+            .to_string(),
+    })
+}
+
+/// Measures the layers, checks they fit in RAM, mounts the tmpfs and unpacks them.
+fn copy_rootfs_to_ram(new_root: &Path) -> Result<(), rootfs::RootfsError> {
+    let layers = rootfs::scan_layers(Path::new(LAYERS_DIR))?;
+    let needed: u64 = layers.iter().map(|l| l.ram_bytes).sum();
+    let mem = rootfs::read_meminfo(Path::new("/proc/meminfo"))?;
+    let size = rootfs::plan_tmpfs_size(needed, mem)?;
+    log::info!("rootfs: {} MiB in {} layer(s), tmpfs of {} MiB, {} MiB available", needed >> 20, layers.len(), size >> 20, mem.available >> 20);
+    rootfs::mount_tmpfs(new_root, size)?;
+    rootfs::unpack_layers(&layers, new_root)?;
+    phase("rootfs-in-ram", &format!("{} MiB of root filesystem in RAM", needed >> 20));
+    Ok(())
+}
+
+/// The fatal-error path of PID 1: report, offer a shell, reboot. Never returns.
+fn fatal(reason: &str, params: &BootParams) -> ! {
+    loop {
+        log::error!("==================== PXEN CANNOT BOOT THIS HOST ====================");
+        for line in reason.lines() {
+            log::error!("{line}");
+        }
+        log::error!("====================================================================");
+        match emergency_shell() {
+            Some(shell) if offer(&format!("Press Enter within {}s for an emergency shell ({}); otherwise this host reboots.", params.reboot_delay.as_secs(), shell.display()), params.reboot_delay) => {
+                run_shell(&shell);
+            }
+            Some(_) => reboot(),
+            None => {
+                log::error!("no emergency shell here; rebooting in {}s", params.reboot_delay.as_secs());
+                // Nothing to wait for but the delay itself: give the administrator time to read.
+                std::thread::sleep(params.reboot_delay);
+                reboot();
+            }
+        }
+    }
+}
+
+/// A shell to offer: the root filesystem's, if it was unpacked, else the initramfs' own.
+fn emergency_shell() -> Option<PathBuf> {
+    [Path::new(NEW_ROOT).join("bin/sh"), PathBuf::from("/bin/sh")].into_iter().find(|p| p.exists())
+}
+
+/// Prints `prompt` and waits up to `wait` for Enter on the console.
+fn offer(prompt: &str, wait: Duration) -> bool {
+    log::error!("{prompt}");
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    let ready = matches!(poll(&mut fds, timeout), Ok(n) if n > 0);
+    if ready {
+        let mut line = String::new();
+        // Consume the Enter so the shell does not see it.
+        let _ = stdin.read_line(&mut line);
+    }
+    ready
+}
+
+/// Runs the emergency shell in the root filesystem (or the initramfs) and waits for it.
+fn run_shell(shell: &Path) {
+    let in_new_root = shell.starts_with(NEW_ROOT);
+    let mut command = std::process::Command::new(if in_new_root { Path::new("/bin/sh") } else { shell });
+    if in_new_root {
+        // SAFETY: between fork and exec the child calls only chroot and chdir, which are
+        // async-signal-safe, and touches no memory shared with the parent's other threads.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::chroot(NEW_ROOT)?;
+                nix::unistd::chdir("/")?;
+                Ok(())
+            });
+        }
+    }
+    match command.status() {
+        Ok(status) => log::error!("emergency shell exited ({status})"),
+        Err(e) => log::error!("cannot start the emergency shell {}: {e}", shell.display()),
+    }
+}
+
+fn reboot() {
+    log::error!("rebooting");
+    nix::unistd::sync();
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    log::error!("reboot failed: {e}; waiting for a power cycle");
+    std::thread::sleep(Duration::from_secs(3600));
+}
