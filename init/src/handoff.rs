@@ -66,6 +66,14 @@ pub enum HandoffError {
         /// The kernel's answer.
         source: nix::Error,
     },
+    /// A mount point for a basic mount could not be created in the new root.
+    #[error("cannot create {path} in the new root: {source}")]
+    CreateMountPoint {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A system call of the switch itself failed.
     #[error("switch_root failed at `{step}` for {path}: {source}")]
     Switch {
@@ -185,7 +193,7 @@ fn move_basic_mounts(new_root: &Path) -> Result<(), HandoffError> {
         }
         let to = new_root.join(basic.path.trim_start_matches('/'));
         let move_error = |source| HandoffError::MoveMount { from: from.to_path_buf(), to: to.clone(), source };
-        std::fs::create_dir_all(&to).map_err(|e| move_error(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+        std::fs::create_dir_all(&to).map_err(|source| HandoffError::CreateMountPoint { path: to.clone(), source })?;
         mount(Some(from), &to, None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(move_error)?;
     }
     Ok(())

@@ -64,6 +64,14 @@ pub enum RootfsError {
         /// A dom0 memory size that would fit.
         suggest_mib: u64,
     },
+    /// The mount point of the new root could not be created.
+    #[error("cannot create the mount point {target}: {source}")]
+    CreateTarget {
+        /// The mount point.
+        target: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The tmpfs could not be mounted.
     #[error("cannot mount a {size_mib} MiB tmpfs on {target}: {source}")]
     MountTmpfs {
@@ -75,14 +83,14 @@ pub enum RootfsError {
         source: nix::Error,
     },
     /// A layer could not be unpacked.
-    #[error("cannot unpack the root filesystem layer {layer} into {target}: {source}; the RAM disk may be full or the layer damaged")]
+    #[error("cannot unpack the root filesystem layer {layer} into {target}: {detail}; the RAM disk may be full or the layer damaged")]
     Unpack {
         /// The tar file.
         layer: PathBuf,
         /// The new root.
         target: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why, with every cause (the tar reader nests them).
+        detail: String,
     },
 }
 
@@ -180,7 +188,7 @@ fn measure_layer(path: &Path) -> Result<Layer, RootfsError> {
 /// Mounts a tmpfs of `size` bytes at `target` for the new root.
 pub fn mount_tmpfs(target: &Path, size: u64) -> Result<(), RootfsError> {
     let mount_error = |source| RootfsError::MountTmpfs { target: target.to_path_buf(), size_mib: size / MIB, source };
-    std::fs::create_dir_all(target).map_err(|e| mount_error(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    std::fs::create_dir_all(target).map_err(|source| RootfsError::CreateTarget { target: target.to_path_buf(), source })?;
     let options = format!("size={size},mode=0755");
     mount(Some("rootfs"), target, Some("tmpfs"), MsFlags::empty(), Some(options.as_str())).map_err(mount_error)
 }
@@ -202,7 +210,11 @@ pub fn unpack_layers(layers: &[Layer], target: &Path) -> Result<(), RootfsError>
 }
 
 fn unpack_layer(path: &Path, target: &Path) -> Result<(), RootfsError> {
-    let unpack_error = |source| RootfsError::Unpack { layer: path.to_path_buf(), target: target.to_path_buf(), source };
+    let unpack_error = |source: std::io::Error| RootfsError::Unpack {
+        layer: path.to_path_buf(),
+        target: target.to_path_buf(),
+        detail: error_chain(&source),
+    };
     let mut file = File::open(path).map_err(|source| RootfsError::ReadLayer { layer: path.to_path_buf(), source })?;
     let mut magic = [0u8; 262];
     // An empty layer file is a valid, empty tar for our purposes.
@@ -217,6 +229,17 @@ fn unpack_layer(path: &Path, target: &Path) -> Result<(), RootfsError> {
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
     archive.unpack(target).map_err(unpack_error)
+}
+
+/// An error and all its causes, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
 }
 
 #[cfg(test)]
