@@ -1,1 +1,67 @@
-fn main() {}
+//! PXEN's project tasks, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
+//!
+//! One module per task. Tasks call the project's own crates as libraries (the image builder,
+//! the QEMU harness) and run `cargo` and Debian's tools as commands, printing each command
+//! before it runs.
+
+mod build;
+mod demo;
+mod deps;
+mod logger;
+mod test;
+mod util;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// PXEN's project tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "PXEN's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the Debian packages the project needs, if missing (root or sudo).
+    Deps,
+    /// Build the flash drive image.
+    Build {
+        /// Where to write the image and its logs.
+        #[arg(long, default_value = build::DEFAULT_OUT)]
+        out: PathBuf,
+    },
+    /// Install, build, and boot the image in QEMU as a USB stick, console on the terminal;
+    /// prints the boot timeline when dom0's login prompt appears (or on Ctrl-C). The demo
+    /// image logs root in on the console: never write it to a real drive.
+    Demo {
+        /// Stay at dom0's root shell after the boot (type `poweroff` or press Ctrl-C to end).
+        #[arg(long)]
+        keep_running: bool,
+        /// Where to write the demo image and the console logs.
+        #[arg(long, default_value = build::DEMO_OUT)]
+        out: PathBuf,
+    },
+    /// Every test: unit, privileged (as root) and the whole-system QEMU scenarios.
+    Test,
+}
+
+fn main() -> anyhow::Result<()> {
+    logger::init();
+    let cli = Cli::parse();
+    let root = util::project_root();
+    match cli.task {
+        Task::Deps => deps::ensure(),
+        Task::Build { out } => build::build(&root.join(out), None).map(|built| {
+            println!(
+                "image: {} (dom0_mem {} MiB)",
+                built.image.display(),
+                built.dom0_mem_mib
+            );
+        }),
+        Task::Demo { keep_running, out } => demo::run(&root.join(out), keep_running),
+        Task::Test => test::run(&root),
+    }
+}
