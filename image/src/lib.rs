@@ -14,9 +14,6 @@ use std::time::{Duration, Instant};
 
 use layout::{Content, Entry};
 
-/// The default cluster configuration, written to `config/cluster.ron` when no `--config`
-/// is given.
-const DEFAULT_CLUSTER_RON: &str = include_str!("../../init/config-default/cluster.ron");
 /// zstd level of the initramfs: level 10 is within 10% of level 19's size on a Debian root
 /// filesystem at a fraction of its build time; decompression speed does not depend on it.
 const COMPRESSION_LEVEL: i32 = 10;
@@ -205,10 +202,14 @@ fn config_entries(dir: Option<&Path>) -> Result<Vec<Entry>, Error> {
             validate::check_config(dir)?;
             Ok(layout::config_entries(dir)?)
         }
-        None => Ok(vec![Entry {
-            name: "config/cluster.ron".into(),
-            content: Content::Bytes(DEFAULT_CLUSTER_RON.as_bytes().to_vec()),
-        }]),
+        // The built-in default, the same files `pxen config default` writes.
+        None => Ok(pxen::config::DEFAULT_FILES
+            .iter()
+            .map(|(name, text)| Entry {
+                name: format!("config/{name}"),
+                content: Content::Bytes(text.as_bytes().to_vec()),
+            })
+            .collect()),
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::build::{self, BuiltImage};
+use crate::util::TestCounts;
 use crate::{deps, util};
 
 /// Where the test image, its overlay and the console logs go (relative to the root).
@@ -33,9 +34,12 @@ struct Step {
 /// Runs every step and prints the summary.
 pub fn run(root: &Path) -> anyhow::Result<()> {
     let mut steps = Vec::new();
+    let mut counts = TestCounts::default();
     let deps_ok = record(&mut steps, "deps", deps::ensure);
-    record(&mut steps, "unit tests", || unit_tests(root));
-    record(&mut steps, "privileged tests", || privileged_tests(root));
+    record(&mut steps, "unit tests", || unit_tests(root, &mut counts));
+    record(&mut steps, "privileged tests", || {
+        privileged_tests(root, &mut counts)
+    });
     let out = root.join(TEST_OUT);
     let mut image = None;
     if deps_ok {
@@ -49,13 +53,15 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     match &image {
         Some(image) => {
             record(&mut steps, "QEMU scenarios", || {
-                qemu_scenarios(root, &out, image)
+                qemu_scenarios(root, &out, image, &mut counts)
             });
         }
         None => skip(&mut steps, "QEMU scenarios", "no test image"),
     }
     print_failures(&steps);
     println!("\n{}", summary(&steps));
+    // The last line, in the plain form CI reads: every test of every step.
+    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
     if steps
         .iter()
         .any(|step| !matches!(step.outcome, Outcome::Passed))
@@ -95,28 +101,32 @@ fn skip(steps: &mut Vec<Step>, name: &'static str, reason: &'static str) {
     });
 }
 
-fn unit_tests(root: &Path) -> anyhow::Result<()> {
-    util::run(
+fn unit_tests(root: &Path, counts: &mut TestCounts) -> anyhow::Result<()> {
+    util::run_tests(
         util::cargo()
             .current_dir(root)
             .args(["test", "--workspace"]),
+        counts,
     )
 }
 
 /// The `/init` tests that need root (mounts, namespaces); they are `#[ignore]`d otherwise.
-fn privileged_tests(root: &Path) -> anyhow::Result<()> {
+fn privileged_tests(root: &Path, counts: &mut TestCounts) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("the privileged tests need root: run `cargo xtask test` as root");
     }
-    util::run(util::cargo().current_dir(root).args([
-        "test",
-        "-p",
-        "pxen",
-        "--test",
-        "*",
-        "--",
-        "--include-ignored",
-    ]))
+    util::run_tests(
+        util::cargo().current_dir(root).args([
+            "test",
+            "-p",
+            "pxen",
+            "--test",
+            "*",
+            "--",
+            "--include-ignored",
+        ]),
+        counts,
+    )
 }
 
 /// The normal image plus the test overlay (a root shell on the Xen console).
@@ -129,14 +139,20 @@ fn test_image(out: &Path) -> anyhow::Result<BuiltImage> {
 
 /// The harness's own test and the scenarios, one machine at a time (2 cores), output shown so
 /// the boot timelines appear in the log.
-fn qemu_scenarios(root: &Path, out: &Path, image: &BuiltImage) -> anyhow::Result<()> {
-    util::run(
+fn qemu_scenarios(
+    root: &Path,
+    out: &Path,
+    image: &BuiltImage,
+    counts: &mut TestCounts,
+) -> anyhow::Result<()> {
+    util::run_tests(
         util::cargo()
             .current_dir(root)
             .args([
                 "test",
                 "-p",
                 "pxen-qemu-tests",
+                "--tests",
                 "--",
                 "--include-ignored",
                 "--test-threads=1",
@@ -145,6 +161,7 @@ fn qemu_scenarios(root: &Path, out: &Path, image: &BuiltImage) -> anyhow::Result
             .env("PXEN_TEST_IMAGE", &image.image)
             .env("PXEN_TEST_DOM0_MEM_MIB", image.dom0_mem_mib.to_string())
             .env("PXEN_TEST_LOG_DIR", out.join("logs")),
+        counts,
     )
 }
 
