@@ -10,6 +10,7 @@
 //! the test image (the normal image plus [`overlay::write_test_overlay`]) and runs them.
 
 pub mod console;
+pub mod image;
 pub mod machine;
 pub mod overlay;
 pub mod shell;

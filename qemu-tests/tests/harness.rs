@@ -13,10 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use pxen_qemu_tests::{Boot, Machine, MachineConfig, Timeline};
-
-/// Where the FAT partition of a PXEN image starts (sector 2048), for mtools' `@@offset`.
-const PARTITION_OFFSET: u64 = 2048 * 512;
+use pxen_qemu_tests::{image, Boot, Machine, MachineConfig, Timeline};
 
 /// The initramfs's `/init`: a console shell, plus lines shaped like PXEN's phase lines so the
 /// timeline has something to find.
@@ -52,16 +49,10 @@ fn xen_and_kernel(work: &Path) -> (PathBuf, PathBuf) {
     }
     let image = std::env::var("PXEN_TEST_IMAGE")
         .expect("set PXEN_TEST_IMAGE (or PXEN_HARNESS_XEN and PXEN_HARNESS_KERNEL); `cargo xtask test` does");
-    let fat = format!("{image}@@{PARTITION_OFFSET}");
     let xen_gz = work.join("xen.gz");
     let kernel = work.join("vmlinuz");
     for (name, to) in [("xen.gz", &xen_gz), ("vmlinuz", &kernel)] {
-        let to = to.to_str().expect("the temporary path is UTF-8");
-        run_tool(
-            "mcopy",
-            &["-n", "-i", &fat, &format!("::/{name}"), to],
-            None,
-        );
+        image::copy_out(Path::new(&image), name, to).expect("the image holds Xen and the kernel");
     }
     let xen = work.join("xen.elf");
     run_tool(
