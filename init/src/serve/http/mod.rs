@@ -15,12 +15,14 @@
 //!   [`SafePath`] (403 when unsafe, 404 when missing).
 
 pub mod status;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -166,7 +168,17 @@ struct Shared {
     source: Arc<dyn FileSource>,
     status: StatusBoard,
     active: AtomicUsize,
+    refusing: AtomicUsize,
     stopping: AtomicBool,
+}
+
+impl Shared {
+    fn counter(&self, counter: Counter) -> &AtomicUsize {
+        match counter {
+            Counter::Active => &self.active,
+            Counter::Refusing => &self.refusing,
+        }
+    }
 }
 
 impl fmt::Debug for Shared {
@@ -183,8 +195,14 @@ pub fn spawn(config: HttpConfig, source: Arc<dyn FileSource>, status: StatusBoar
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
     let (wake_read, wake_write) = nix::unistd::pipe().map_err(std::io::Error::from)?;
-    let shared =
-        Arc::new(Shared { config, source, status, active: AtomicUsize::new(0), stopping: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        config,
+        source,
+        status,
+        active: AtomicUsize::new(0),
+        refusing: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+    });
     let loop_shared = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name(format!("http {local_addr}"))
@@ -220,33 +238,70 @@ fn accept_loop(listener: &TcpListener, wake: &OwnedFd, shared: &Arc<Shared>) {
 
 /// Starts a thread for the connection, or answers 503 when there are too many.
 fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
-    let active = shared.active.fetch_add(1, Ordering::SeqCst);
-    let guard = ActiveGuard(Arc::clone(shared));
-    if active >= shared.config.max_connections {
-        log::warn!("http: {peer}: refused with 503, {active} connections already (max_connections)");
-        let mut connection = Connection::new(stream, peer, Arc::clone(shared));
-        let _ = connection.send_error(Status::ServiceUnavailable, "too many connections; retry shortly", false);
+    let max = shared.config.max_connections;
+    let active = CountGuard::new(shared, Counter::Active);
+    if active.count < max {
+        let thread_shared = Arc::clone(shared);
+        let spawned = std::thread::Builder::new().name(format!("http {peer}")).spawn(move || {
+            let _active = active;
+            let mut connection = Connection::new(stream, peer, thread_shared);
+            if let Err(error) = connection.serve() {
+                log::info!("http: {error}");
+            }
+        });
+        if let Err(error) = spawned {
+            log::warn!("http: {peer}: cannot start a thread for the connection: {error}; dropped");
+        }
         return;
     }
+    drop(active);
+    // The 503 is sent from a thread of its own too, because closing properly means waiting
+    // for the client's request (see `linger_close`). Those threads are capped as well; past
+    // that, under a flood, connections are simply closed.
+    let refusing = CountGuard::new(shared, Counter::Refusing);
+    if refusing.count >= max {
+        log::warn!("http: {peer}: dropped, {max} connections served and {max} being refused already");
+        return;
+    }
+    log::warn!("http: {peer}: refused with 503, {max} connections already (max_connections)");
     let thread_shared = Arc::clone(shared);
-    let spawned = std::thread::Builder::new().name(format!("http {peer}")).spawn(move || {
-        let _guard = guard;
+    let spawned = std::thread::Builder::new().name(format!("http 503 {peer}")).spawn(move || {
+        let _refusing = refusing;
         let mut connection = Connection::new(stream, peer, thread_shared);
-        if let Err(error) = connection.serve() {
-            log::info!("http: {error}");
+        if connection.send_error(Status::ServiceUnavailable, "too many connections; retry shortly", false).is_ok() {
+            connection.linger_close();
         }
     });
     if let Err(error) = spawned {
-        log::warn!("http: {peer}: cannot start a thread for the connection: {error}; dropped");
+        log::warn!("http: {peer}: cannot start a thread to refuse the connection: {error}; dropped");
     }
 }
 
-/// Counts a connection as active for as long as it lives.
-struct ActiveGuard(Arc<Shared>);
+/// Which count of connections a [`CountGuard`] holds.
+#[derive(Clone, Copy)]
+enum Counter {
+    Active,
+    Refusing,
+}
 
-impl Drop for ActiveGuard {
+/// Counts a connection for as long as it lives.
+struct CountGuard {
+    shared: Arc<Shared>,
+    counter: Counter,
+    /// The count before this connection was added.
+    count: usize,
+}
+
+impl CountGuard {
+    fn new(shared: &Arc<Shared>, counter: Counter) -> CountGuard {
+        let count = shared.counter(counter).fetch_add(1, Ordering::SeqCst);
+        CountGuard { shared: Arc::clone(shared), counter, count }
+    }
+}
+
+impl Drop for CountGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.shared.counter(self.counter).fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -304,13 +359,40 @@ impl Connection {
         while !self.shared.stopping.load(Ordering::SeqCst) {
             let request = match self.read_request()? {
                 Incoming::Request(request) => request,
-                Incoming::Gone | Incoming::Refused => return Ok(()),
+                Incoming::Gone => return Ok(()),
+                Incoming::Refused => break,
             };
             if !self.answer(&request)? {
-                return Ok(());
+                break;
             }
         }
+        self.linger_close();
         Ok(())
+    }
+
+    /// Closes the sending side, then reads and drops what the client still sends for a
+    /// moment before the socket is closed: closing a socket with unread input makes the
+    /// kernel send a reset, which can destroy the answer before the client has read it
+    /// (RFC 9112 §9.6), typically a 4xx sent before the request's body was read.
+    fn linger_close(&mut self) {
+        const LINGER: Duration = Duration::from_secs(2);
+        const MAX_DRAINED: usize = 1024 * 1024;
+        if self.stream.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER;
+        let mut buf = [0u8; 4096];
+        let mut drained = 0;
+        while drained < MAX_DRAINED {
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { return };
+            if self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
     }
 
     /// Reads until a whole head is received, within the limits and timeouts.

@@ -54,8 +54,6 @@ pub enum Status {
     MethodNotAllowed,
     /// 408, the head did not arrive in time.
     RequestTimeout,
-    /// 411, a POST without `Content-Length`.
-    LengthRequired,
     /// 413, a body over the route's limit.
     ContentTooLarge,
     /// 414.
@@ -87,7 +85,6 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
-            Status::LengthRequired => 411,
             Status::ContentTooLarge => 413,
             Status::UriTooLong => 414,
             Status::RangeNotSatisfiable => 416,
@@ -111,7 +108,6 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
-            Status::LengthRequired => "Length Required",
             Status::ContentTooLarge => "Content Too Large",
             Status::UriTooLong => "URI Too Long",
             Status::RangeNotSatisfiable => "Range Not Satisfiable",
