@@ -1,11 +1,18 @@
-//! Safe request paths and the sources of the files the boot service serves (TFTP and HTTP).
+//! The files the boot service serves, shared by TFTP and HTTP.
 //!
-//! Every protocol turns the path a client asked for into a [`SafePath`] first, so no request
-//! can name anything outside the served tree, whatever the protocol's own quoting rules are.
+//! Both protocols get a path from a client on the network, so both go through the same two
+//! gates: [`SafePath::parse`] refuses any path that could name something outside the served
+//! tree (before the file system is touched), and a [`FileSource`] resolves what is left. A
+//! [`DirSource`] also refuses symbolic links that lead outside its root and anything that is
+//! not a regular file (a FIFO would block a transfer forever, a device would serve the disk).
+//!
+//! An open file is a [`Content`]: a length and positioned reads, so that many transfers of
+//! the same file (a whole cluster fetching the kernel at once) share one source without a
+//! shared cursor.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A requested path made safe: relative, '/'-separated, no '..', '.', empty components, NUL,
@@ -13,49 +20,51 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SafePath(String);
 
-/// Why a requested path was refused.
+/// Why a requested path was refused. Each variant carries the path as the client sent it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PathError {
-    /// Nothing is left once the leading '/' is dropped.
-    #[error("requested path {requested:?} names no file")]
+    /// Nothing was named (an empty path, or a lone '/').
+    #[error(
+        "the requested path {requested:?} names no file; ask for a file below the boot directory, such as pxelinux.0"
+    )]
     Empty {
-        /// The path as the client sent it.
+        /// The path as requested.
         requested: String,
     },
-    /// A `..` component would climb out of the served directory.
-    #[error("requested path {requested:?} contains a '..' component; paths cannot leave the boot directory")]
-    ParentComponent {
-        /// The path as the client sent it.
-        requested: String,
-    },
-    /// A `.` component: harmless, but refused so every file has exactly one name.
-    #[error("requested path {requested:?} contains a '.' component; ask for the plain path")]
-    CurrentComponent {
-        /// The path as the client sent it.
-        requested: String,
-    },
-    /// `a//b`, a trailing '/', or more than one leading '/' (an absolute path in disguise).
-    #[error("requested path {requested:?} contains an empty component ('//' or a trailing '/')")]
-    EmptyComponent {
-        /// The path as the client sent it.
-        requested: String,
-    },
-    /// A NUL byte, which would truncate the path at the operating system.
-    #[error("requested path {requested:?} contains a NUL byte")]
+    /// A NUL byte: the file system would cut the path there.
+    #[error("the requested path {requested:?} contains a NUL byte, which no file name can hold")]
     Nul {
-        /// The path as the client sent it.
+        /// The path as requested.
         requested: String,
     },
-    /// A backslash: a Windows separator some PXE clients send, which could hide a '..'.
-    #[error("requested path {requested:?} contains a backslash; use '/' as the separator")]
+    /// A backslash: DOS-style separators are refused rather than guessed at.
+    #[error("the requested path {requested:?} contains a backslash; use '/' to separate directories")]
     Backslash {
-        /// The path as the client sent it.
+        /// The path as requested.
+        requested: String,
+    },
+    /// `a//b`, a trailing '/', or more than one leading '/'.
+    #[error("the requested path {requested:?} has an empty component ('//' or a trailing '/'); name a file with single '/' separators")]
+    EmptyComponent {
+        /// The path as requested.
+        requested: String,
+    },
+    /// A `.` component.
+    #[error("the requested path {requested:?} contains a '.' component; request the path without it")]
+    CurrentDir {
+        /// The path as requested.
+        requested: String,
+    },
+    /// A `..` component: the classic escape from the served directory.
+    #[error("the requested path {requested:?} contains '..'; nothing outside the boot directory is served")]
+    ParentDir {
+        /// The path as requested.
         requested: String,
     },
 }
 
 impl SafePath {
-    /// Checks a requested path against the rules above.
+    /// Checks a path requested by a client; see [`SafePath`] for the rules.
     pub fn parse(requested: &str) -> Result<SafePath, PathError> {
         let owned = || requested.to_string();
         if requested.contains('\0') {
@@ -71,8 +80,8 @@ impl SafePath {
         for component in relative.split('/') {
             match component {
                 "" => return Err(PathError::EmptyComponent { requested: owned() }),
-                "." => return Err(PathError::CurrentComponent { requested: owned() }),
-                ".." => return Err(PathError::ParentComponent { requested: owned() }),
+                "." => return Err(PathError::CurrentDir { requested: owned() }),
+                ".." => return Err(PathError::ParentDir { requested: owned() }),
                 _ => {}
             }
         }
@@ -85,47 +94,69 @@ impl SafePath {
     }
 }
 
+impl std::fmt::Display for SafePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An open file being served: its length and positioned reads (many transfers share one source).
 pub trait Content: Send + Sync {
-    /// The length in bytes.
+    /// The length in bytes; it does not change while the content is open.
     fn len(&self) -> u64;
-    /// Reads up to `buf.len()` bytes at `offset`; returns 0 at the end.
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
-    /// Whether the content is empty.
+
+    /// Whether the content has no bytes at all.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
+/// Bytes held in memory are content too (generated files, tests).
+impl Content for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let count = buf.len().min(self.len() - start);
+        buf[..count].copy_from_slice(&self[start..start + count]);
+        Ok(count)
+    }
+}
+
 /// Where served files come from: a directory, or generated files.
 pub trait FileSource: Send + Sync {
-    /// Opens the file at `path`.
+    /// Opens the file at `path` for serving.
     fn open(&self, path: &SafePath) -> Result<Arc<dyn Content>, OpenError>;
 }
 
-/// Why a file could not be opened.
+/// A safe path could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// No such file.
+    /// There is no such file (TFTP error 1, HTTP 404).
     #[error("{path}: no such file in the boot directory")]
     NotFound {
         /// The requested path.
         path: String,
     },
-    /// The file exists but may not be served.
-    #[error("{path}: refused: {why}")]
+    /// The file exists but is not served (TFTP error 2, HTTP 403).
+    #[error("{path}: not served: {why}")]
     Forbidden {
         /// The requested path.
         path: String,
-        /// Why it is refused.
+        /// The rule that refused it.
         why: &'static str,
     },
-    /// The file system failed.
-    #[error("{path}: cannot open: {source}")]
+    /// The file system failed (TFTP error 0, HTTP 500).
+    #[error("{path}: cannot be opened: {source}")]
     Io {
         /// The requested path.
         path: String,
-        /// The error from the operating system.
+        /// The system's answer.
         source: std::io::Error,
     },
 }
@@ -134,7 +165,8 @@ pub enum OpenError {
 /// anything that is not a regular file.
 #[derive(Debug)]
 pub struct DirSource {
-    /// The served directory, canonical (no symlinks, absolute).
+    /// The served directory, canonical (symbolic links resolved), so that resolved file paths
+    /// can be checked to lie below it.
     root: PathBuf,
 }
 
@@ -145,43 +177,69 @@ impl DirSource {
         if !root.is_dir() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotADirectory,
-                format!("{} is not a directory", root.display()),
+                format!("{} is not a directory; give the directory that holds the boot files", root.display()),
             ));
         }
         Ok(DirSource { root })
+    }
+
+    /// The served directory, with symbolic links resolved.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file's real location, checked to lie below the root.
+    fn resolve(&self, path: &SafePath) -> Result<PathBuf, OpenError> {
+        let joined = self.root.join(path.as_str());
+        let resolved = joined.canonicalize().map_err(|source| io_error(path, source))?;
+        if !resolved.starts_with(&self.root) {
+            return Err(OpenError::Forbidden {
+                path: path.to_string(),
+                why: "a symbolic link leads outside the boot directory",
+            });
+        }
+        Ok(resolved)
     }
 }
 
 impl FileSource for DirSource {
     fn open(&self, path: &SafePath) -> Result<Arc<dyn Content>, OpenError> {
-        let io_error = |source: std::io::Error| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                OpenError::NotFound { path: path.as_str().to_string() }
-            } else {
-                OpenError::Io { path: path.as_str().to_string(), source }
-            }
-        };
-        // Resolving every symlink first, then checking the result is still below the root,
-        // is what keeps a symlink in the boot directory from serving /etc/shadow.
-        let real = self.root.join(path.as_str()).canonicalize().map_err(io_error)?;
-        if !real.starts_with(&self.root) {
-            return Err(OpenError::Forbidden {
-                path: path.as_str().to_string(),
-                why: "it is a symlink leading outside the boot directory",
-            });
-        }
-        let file = File::open(&real).map_err(io_error)?;
-        let metadata = file.metadata().map_err(io_error)?;
+        let resolved = self.resolve(path)?;
+        // O_NOFOLLOW: the path was just resolved, so a symbolic link here means one was swapped
+        // in since; O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&resolved)
+            .map_err(|source| io_error(path, source))?;
+        let metadata = file.metadata().map_err(|source| io_error(path, source))?;
         if !metadata.is_file() {
-            return Err(OpenError::Forbidden { path: path.as_str().to_string(), why: "it is not a regular file" });
+            return Err(OpenError::Forbidden { path: path.to_string(), why: "it is not a regular file" });
         }
         Ok(Arc::new(FileContent { file, len: metadata.len() }))
     }
 }
 
-/// A regular file, opened once and read by position.
+/// Maps the file system's answer to the error a client gets.
+fn io_error(path: &SafePath, source: std::io::Error) -> OpenError {
+    match source.kind() {
+        // A missing file, or a path through a regular file ("pxelinux.0/x").
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            OpenError::NotFound { path: path.to_string() }
+        }
+        // ELOOP from O_NOFOLLOW: see DirSource::open.
+        _ if source.raw_os_error() == Some(libc::ELOOP) => {
+            OpenError::Forbidden { path: path.to_string(), why: "a symbolic link was swapped in while opening" }
+        }
+        _ => OpenError::Io { path: path.to_string(), source },
+    }
+}
+
+/// An open regular file of a [`DirSource`].
 struct FileContent {
+    /// The open file; positioned reads need no lock.
     file: File,
+    /// Its length when opened.
     len: u64,
 }
 
@@ -198,54 +256,112 @@ impl Content for FileContent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::symlink;
 
     #[test]
-    fn safe_paths_accept_both_leading_forms() {
-        assert_eq!(SafePath::parse("pxelinux.0").unwrap().as_str(), "pxelinux.0");
-        assert_eq!(SafePath::parse("/pxelinux.cfg/default").unwrap().as_str(), "pxelinux.cfg/default");
-        assert_eq!(SafePath::parse("a..b/c.d").unwrap().as_str(), "a..b/c.d");
-    }
-
-    #[test]
-    fn unsafe_paths_are_refused_by_their_rule() {
-        use PathError::*;
-        type Expected = fn(String) -> PathError;
-        let cases: [(&str, Expected); 10] = [
-            ("", |requested| Empty { requested }),
-            ("/", |requested| Empty { requested }),
-            ("../etc/passwd", |requested| ParentComponent { requested }),
-            ("/a/../../b", |requested| ParentComponent { requested }),
-            ("./a", |requested| CurrentComponent { requested }),
-            ("//etc/passwd", |requested| EmptyComponent { requested }),
-            ("a//b", |requested| EmptyComponent { requested }),
-            ("a/", |requested| EmptyComponent { requested }),
-            ("a\0b", |requested| Nul { requested }),
-            ("..\\boot.ini", |requested| Backslash { requested }),
-        ];
-        for (path, expected) in cases {
-            assert_eq!(SafePath::parse(path), Err(expected(path.to_string())));
+    fn safe_paths_are_relative_and_keep_their_components() {
+        for (requested, safe) in [
+            ("pxelinux.0", "pxelinux.0"),
+            ("/pxelinux.0", "pxelinux.0"),
+            ("pxelinux.cfg/default", "pxelinux.cfg/default"),
+            ("/pxelinux.cfg/01-52-54-00-12-34-56", "pxelinux.cfg/01-52-54-00-12-34-56"),
+            ("a..b/..c/d..", "a..b/..c/d.."),
+            (".hidden", ".hidden"),
+        ] {
+            assert_eq!(
+                SafePath::parse(requested).map(|p| p.as_str().to_string()),
+                Ok(safe.to_string()),
+                "{requested:?}"
+            );
         }
     }
 
     #[test]
-    fn dir_source_serves_files_and_refuses_escapes() {
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), b"no").unwrap();
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("file"), b"hello").unwrap();
-        std::fs::create_dir(root.path().join("dir")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("escape")).unwrap();
-        std::os::unix::fs::symlink("file", root.path().join("inside")).unwrap();
-        let source = DirSource::new(root.path().to_path_buf()).unwrap();
-        let open = |p: &str| source.open(&SafePath::parse(p).unwrap());
+    fn every_escape_is_refused_with_its_own_reason() {
+        type Expected = fn(String) -> PathError;
+        let cases: &[(&str, Expected)] = &[
+            ("", |requested| PathError::Empty { requested }),
+            ("/", |requested| PathError::Empty { requested }),
+            ("..", |requested| PathError::ParentDir { requested }),
+            ("../etc/passwd", |requested| PathError::ParentDir { requested }),
+            ("/../etc/passwd", |requested| PathError::ParentDir { requested }),
+            ("boot/../../etc", |requested| PathError::ParentDir { requested }),
+            ("boot/..", |requested| PathError::ParentDir { requested }),
+            ("./pxelinux.0", |requested| PathError::CurrentDir { requested }),
+            ("//etc/passwd", |requested| PathError::EmptyComponent { requested }),
+            ("a//b", |requested| PathError::EmptyComponent { requested }),
+            ("dir/", |requested| PathError::EmptyComponent { requested }),
+            ("..\\etc\\passwd", |requested| PathError::Backslash { requested }),
+            ("C:\\boot.ini", |requested| PathError::Backslash { requested }),
+            ("pxelinux.0\0.txt", |requested| PathError::Nul { requested }),
+        ];
+        for (requested, expected) in cases {
+            assert_eq!(SafePath::parse(requested), Err(expected(requested.to_string())), "{requested:?}");
+        }
+    }
 
-        let content = open("inside").unwrap();
-        let mut buf = [0u8; 8];
-        assert_eq!(content.len(), 5);
-        assert_eq!(content.read_at(1, &mut buf).unwrap(), 4);
-        assert_eq!(&buf[..4], b"ello");
-        assert!(matches!(open("missing"), Err(OpenError::NotFound { .. })));
-        assert!(matches!(open("escape"), Err(OpenError::Forbidden { .. })));
-        assert!(matches!(open("dir"), Err(OpenError::Forbidden { .. })));
+    #[test]
+    fn path_errors_quote_the_request() {
+        let error = SafePath::parse("../etc/shadow").expect_err("'..' must be refused");
+        assert!(error.to_string().contains("\"../etc/shadow\""), "{error}");
+    }
+
+    fn read_all(content: &dyn Content) -> Vec<u8> {
+        let mut buf = vec![0; content.len() as usize];
+        let n = content.read_at(0, &mut buf).expect("read");
+        buf.truncate(n);
+        buf
+    }
+
+    fn open(source: &DirSource, path: &str) -> Result<Arc<dyn Content>, OpenError> {
+        source.open(&SafePath::parse(path).expect("a safe path"))
+    }
+
+    #[test]
+    fn a_directory_source_serves_files_and_links_that_stay_inside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/file"), b"inside").expect("write");
+        symlink("sub/file", dir.path().join("link")).expect("symlink");
+        let source = DirSource::new(dir.path().to_path_buf()).expect("source");
+        assert_eq!(read_all(&*open(&source, "/sub/file").expect("open")), b"inside");
+        let linked = open(&source, "link").expect("a link inside the root is served");
+        assert_eq!(linked.len(), 6);
+        assert_eq!(read_all(&*linked), b"inside");
+    }
+
+    #[test]
+    fn a_directory_source_refuses_what_is_not_a_regular_file_inside() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret"), b"secret").expect("write");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("file"), b"x").expect("write");
+        symlink(outside.path().join("secret"), dir.path().join("escape")).expect("symlink");
+        symlink(outside.path(), dir.path().join("escape-dir")).expect("symlink");
+        nix::unistd::mkfifo(&dir.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let source = DirSource::new(dir.path().to_path_buf()).expect("source");
+
+        let forbidden = |path: &str, reason: &str| match open(&source, path) {
+            Err(OpenError::Forbidden { why, .. }) => assert!(why.contains(reason), "{path}: {why}"),
+            other => panic!("{path}: expected Forbidden ({reason}), got {:?}", other.map(|c| c.len())),
+        };
+        forbidden("escape", "outside");
+        forbidden("escape-dir/secret", "outside");
+        forbidden("sub", "not a regular file");
+        forbidden("fifo", "not a regular file");
+        for missing in ["missing", "sub/missing", "file/below-a-file"] {
+            assert!(matches!(open(&source, missing), Err(OpenError::NotFound { .. })), "{missing}");
+        }
+    }
+
+    #[test]
+    fn memory_content_reads_at_any_offset() {
+        let content: Vec<u8> = (0..10).collect();
+        let mut buf = [0u8; 4];
+        assert_eq!(Content::read_at(&content, 8, &mut buf).expect("read"), 2);
+        assert_eq!(&buf[..2], &[8, 9]);
+        assert_eq!(Content::read_at(&content, 10, &mut buf).expect("read"), 0);
+        assert_eq!(Content::read_at(&content, u64::MAX, &mut buf).expect("read"), 0);
     }
 }
