@@ -979,7 +979,11 @@ mod tests {
         assert_eq!(again.as_ref(), Ok(&request), "{:?}", String::from_utf8_lossy(bytes));
         let _ = request.path();
         let _ = request.body_framing();
-        let _ = resolve_range(request.header("range"), false, head.len() as u64);
+        for len in [0, 1, 100, u64::MAX] {
+            if let RangeAnswer::Part { first, last } = resolve_range(request.header("range"), false, len) {
+                assert!(first <= last && last < len, "{first}-{last} of {len}");
+            }
+        }
     }
 
     #[test]
