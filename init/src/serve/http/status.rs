@@ -1,0 +1,322 @@
+//! The cluster's status board: the hosts host0 has seen and how far each has booted, shown by
+//! the HTTP server at `/` (HTML) and `/status.json`.
+//!
+//! The other parts of the boot service (TFTP and HTTP transfers, Wake-on-LAN, the hosts'
+//! reports) update it through a shared [`StatusBoard`]; the pages render a snapshot.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How far a host has come.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostState {
+    /// Wake-on-LAN packets are being sent; nothing heard from it yet.
+    Waking,
+    /// It is fetching its boot files.
+    Booting {
+        /// How many files it has fetched so far.
+        files_fetched: u32,
+    },
+    /// It reported its dom0 up.
+    Online,
+    /// A machine the configuration does not list, seen on the network (it is booted anyway).
+    New,
+}
+
+impl HostState {
+    fn label(&self) -> String {
+        match self {
+            HostState::Waking => "waking".to_string(),
+            HostState::Booting { files_fetched } => format!("booting ({files_fetched} files fetched)"),
+            HostState::Online => "online".to_string(),
+            HostState::New => "new (not in the configuration)".to_string(),
+        }
+    }
+
+    fn key(&self) -> &'static str {
+        match self {
+            HostState::Waking => "waking",
+            HostState::Booting { .. } => "booting",
+            HostState::Online => "online",
+            HostState::New => "new",
+        }
+    }
+}
+
+/// One host on the board.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostStatus {
+    /// Its hostname, once known (from the configuration or its report).
+    pub hostname: Option<String>,
+    /// Its DMI serial, once known.
+    pub serial: Option<String>,
+    /// Its network cards' MACs, `aa:bb:cc:dd:ee:ff`.
+    pub macs: Vec<String>,
+    /// How far it has come.
+    pub state: HostState,
+    /// When host0 first heard of it.
+    pub first_seen: SystemTime,
+    /// When host0 last heard from it.
+    pub last_seen: SystemTime,
+    /// Its boot phases and when each was reached, in seconds since its power-on.
+    pub boot_timeline: Vec<(String, f64)>,
+}
+
+impl HostStatus {
+    /// A host just seen, known by one MAC.
+    pub fn seen_now(mac: &str, state: HostState) -> HostStatus {
+        let now = SystemTime::now();
+        HostStatus {
+            hostname: None,
+            serial: None,
+            macs: vec![mac.to_ascii_lowercase()],
+            state,
+            first_seen: now,
+            last_seen: now,
+            boot_timeline: Vec::new(),
+        }
+    }
+}
+
+/// The shared board: clone it freely; every clone shows the same hosts.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard {
+    inner: Arc<RwLock<Board>>,
+}
+
+#[derive(Debug, Default)]
+struct Board {
+    cluster: String,
+    hosts: Vec<HostStatus>,
+}
+
+impl StatusBoard {
+    /// An empty board for the cluster of this name.
+    pub fn new(cluster: &str) -> StatusBoard {
+        StatusBoard { inner: Arc::new(RwLock::new(Board { cluster: cluster.to_string(), hosts: Vec::new() })) }
+    }
+
+    // A panic in another thread while it held the lock must not take the status page down
+    // with it: the board holds plain data, always consistent between two statements.
+    fn read(&self) -> RwLockReadGuard<'_, Board> {
+        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Board> {
+        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Updates the host with this MAC (case-insensitive), adding it with `state` first if it
+    /// is not on the board; `last_seen` is set to now.
+    pub fn update_by_mac(&self, mac: &str, state: HostState, update: impl FnOnce(&mut HostStatus)) {
+        let mut board = self.write();
+        let index = match board.hosts.iter().position(|h| h.macs.iter().any(|m| m.eq_ignore_ascii_case(mac))) {
+            Some(index) => index,
+            None => {
+                board.hosts.push(HostStatus::seen_now(mac, state));
+                board.hosts.len() - 1
+            }
+        };
+        let host = &mut board.hosts[index];
+        host.last_seen = SystemTime::now();
+        update(host);
+    }
+
+    /// Changes the hosts in any way (for updates not keyed by one MAC).
+    pub fn update_all(&self, update: impl FnOnce(&mut Vec<HostStatus>)) {
+        update(&mut self.write().hosts);
+    }
+
+    /// A copy of the hosts, in the order they were first seen.
+    pub fn snapshot(&self) -> Vec<HostStatus> {
+        self.read().hosts.clone()
+    }
+
+    /// The status page.
+    pub fn render_html(&self, now: SystemTime) -> String {
+        let board = self.read();
+        let cluster = escape_html(&board.cluster);
+        let mut page = format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+             <title>PXEN {cluster}</title></head>\n<body><h1>PXEN cluster {cluster}</h1>\n\
+             <p>{} host(s), {} online, at {}</p>\n<table border=\"1\" cellpadding=\"4\">\n\
+             <tr><th>hostname</th><th>serial</th><th>MACs</th><th>state</th><th>first seen</th>\
+             <th>last seen</th><th>boot timeline (s since power-on)</th></tr>\n",
+            board.hosts.len(),
+            board.hosts.iter().filter(|h| h.state == HostState::Online).count(),
+            utc(now),
+        );
+        for host in &board.hosts {
+            let timeline: Vec<String> = host
+                .boot_timeline
+                .iter()
+                .map(|(phase, seconds)| format!("{} {seconds:.1}", escape_html(phase)))
+                .collect();
+            // Writing into a String cannot fail.
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape_html(host.hostname.as_deref().unwrap_or("?")),
+                escape_html(host.serial.as_deref().unwrap_or("?")),
+                escape_html(&host.macs.join(" ")),
+                escape_html(&host.state.label()),
+                utc(host.first_seen),
+                utc(host.last_seen),
+                timeline.join(", "),
+            );
+        }
+        page.push_str("</table>\n</body></html>\n");
+        page
+    }
+
+    /// The board as JSON, for scripts and tests: `{"cluster":..,"hosts":[{..}]}`, times in
+    /// seconds since the Unix epoch.
+    pub fn render_json(&self) -> String {
+        let board = self.read();
+        let hosts: Vec<String> = board.hosts.iter().map(host_json).collect();
+        format!("{{\"cluster\":{},\"hosts\":[{}]}}\n", json_string(&board.cluster), hosts.join(","))
+    }
+}
+
+fn host_json(host: &HostStatus) -> String {
+    let optional = |value: &Option<String>| value.as_deref().map_or("null".to_string(), json_string);
+    let macs: Vec<String> = host.macs.iter().map(|m| json_string(m)).collect();
+    let timeline: Vec<String> =
+        host.boot_timeline.iter().map(|(phase, s)| format!("[{},{}]", json_string(phase), json_number(*s))).collect();
+    let files = match host.state {
+        HostState::Booting { files_fetched } => format!(",\"files_fetched\":{files_fetched}"),
+        _ => String::new(),
+    };
+    format!(
+        "{{\"hostname\":{},\"serial\":{},\"macs\":[{}],\"state\":\"{}\"{files},\"first_seen\":{},\"last_seen\":{},\"boot_timeline\":[{}]}}",
+        optional(&host.hostname),
+        optional(&host.serial),
+        macs.join(","),
+        host.state.key(),
+        epoch_seconds(host.first_seen),
+        epoch_seconds(host.last_seen),
+        timeline.join(","),
+    )
+}
+
+/// Text made safe inside HTML elements and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // `<` too, so the JSON can never close a <script> if someone embeds it.
+            c if (c as u32) < 0x20 || c == '<' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// JSON has no NaN or infinity.
+fn json_number(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value}")
+    } else {
+        "null".to_string()
+    }
+}
+
+fn epoch_seconds(time: SystemTime) -> u64 {
+    // A time before 1970 (a machine whose clock was never set) shows as 0.
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(time: SystemTime) -> String {
+    let seconds = epoch_seconds(time);
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// The proleptic Gregorian date `days` days after 1970-01-01 (Howard Hinnant's algorithm,
+/// for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn hosts_are_found_by_mac_and_everything_is_escaped() {
+        let board = StatusBoard::new("lab<1>");
+        board.update_by_mac("AA:BB:CC:00:00:01", HostState::Waking, |_| {});
+        board.update_by_mac("aa:bb:cc:00:00:01", HostState::Waking, |host| {
+            host.state = HostState::Booting { files_fetched: 2 };
+            host.hostname = Some("<script>alert(1)</script>".into());
+            host.boot_timeline.push(("xen & \"dom0\"".into(), 12.25));
+        });
+        board.update_by_mac("aa:bb:cc:00:00:02", HostState::New, |host| host.serial = Some("S\"2\n".into()));
+        let hosts = board.snapshot();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].state, HostState::Booting { files_fetched: 2 });
+
+        let html = board.render_html(UNIX_EPOCH);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("xen &amp; &quot;dom0&quot; 12.2"));
+        assert!(html.contains("PXEN cluster lab&lt;1&gt;"));
+        assert!(html.contains("booting (2 files fetched)"));
+
+        let json = board.render_json();
+        assert!(json.starts_with("{\"cluster\":\"lab\\u003c1>\",\"hosts\":[{\"hostname\":\"\\u003cscript>"), "{json}");
+        assert!(json.contains("\"state\":\"booting\",\"files_fetched\":2"));
+        assert!(json.contains("[\"xen & \\\"dom0\\\"\",12.25]"));
+        assert!(json.contains("\"serial\":\"S\\\"2\\n\""));
+    }
+
+    #[test]
+    fn non_finite_numbers_are_null_in_json() {
+        assert_eq!(json_number(f64::NAN), "null");
+        assert_eq!(json_number(1.5), "1.5");
+    }
+}
