@@ -25,4 +25,6 @@ pub mod identity;
 pub mod logger;
 pub mod modules;
 pub mod mounts;
+pub mod net;
 pub mod rootfs;
+pub mod wol;
