@@ -1,0 +1,3 @@
+//! The boot service host0 runs for the rest of the cluster.
+
+pub mod proxydhcp;
