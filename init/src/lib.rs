@@ -15,7 +15,9 @@
 //! | [`rootfs`] | copying the dom0 root filesystem into a size-checked tmpfs |
 //! | [`handoff`] | writing the host's identity into the new root and `switch_root` |
 //! | [`boot`] | the PID 1 sequence that ties them together, and its fatal-error path |
-//! | [`serve`] | the boot service host0 runs for the other hosts: shared file sources, HTTP |
+//! | [`net`] | network types shared by the configuration and the boot service (MAC addresses) |
+//! | [`serve`] | host0's boot service for the rest of the cluster (proxyDHCP, TFTP, HTTP, the status page) |
+//! | [`wol`] | Wake-on-LAN: the magic packet, when to send it, and sending it |
 
 pub mod boot;
 pub mod cmdline;
@@ -26,5 +28,7 @@ pub mod identity;
 pub mod logger;
 pub mod modules;
 pub mod mounts;
+pub mod net;
 pub mod rootfs;
 pub mod serve;
+pub mod wol;

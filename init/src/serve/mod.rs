@@ -1,4 +1,6 @@
-//! The boot service host0 runs for the rest of the cluster: the boot files over the network.
+//! The boot service host0 runs for the rest of the cluster: proxyDHCP points PXE clients at
+//! host0, TFTP and HTTP serve them the boot files, and the status page shows the hosts.
 
 pub mod files;
 pub mod http;
+pub mod proxydhcp;

@@ -1,0 +1,3 @@
+//! Network-level types shared by the configuration, the boot service and Wake-on-LAN.
+
+pub mod mac;
