@@ -15,6 +15,7 @@
 //! | [`rootfs`] | copying the dom0 root filesystem into a size-checked tmpfs |
 //! | [`handoff`] | writing the host's identity into the new root and `switch_root` |
 //! | [`boot`] | the PID 1 sequence that ties them together, and its fatal-error path |
+//! | [`serve`] | host0's boot service for the rest of the cluster |
 
 pub mod boot;
 pub mod cmdline;
@@ -26,3 +27,4 @@ pub mod logger;
 pub mod modules;
 pub mod mounts;
 pub mod rootfs;
+pub mod serve;
