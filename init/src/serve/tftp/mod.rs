@@ -49,6 +49,9 @@ pub struct TftpConfig {
     pub max_blksize: u16,
     /// The largest window granted to a client asking for more (RFC 7440; 1 = lock-step).
     pub max_windowsize: u16,
+    /// The most bytes of data in one window: the granted window is lowered to fit (see
+    /// [`options::Limits::max_window_bytes`]).
+    pub max_window_bytes: u32,
     /// How many transfers may run at once; further requests get an error saying so.
     pub max_transfers: usize,
     /// How many times a window (or the OACK) is sent again without an answer before the
@@ -68,6 +71,7 @@ impl Default for TftpConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 69),
             max_blksize: options::MAX_BLKSIZE,
             max_windowsize: 64,
+            max_window_bytes: 64 * 1024,
             max_transfers: 128,
             retries: 6,
             initial_timeout: Duration::from_secs(1),
@@ -83,6 +87,7 @@ impl std::fmt::Debug for TftpConfig {
             .field("listen", &self.listen)
             .field("max_blksize", &self.max_blksize)
             .field("max_windowsize", &self.max_windowsize)
+            .field("max_window_bytes", &self.max_window_bytes)
             .field("max_transfers", &self.max_transfers)
             .field("retries", &self.retries)
             .field("initial_timeout", &self.initial_timeout)
@@ -321,7 +326,11 @@ impl Listener {
             client,
             request: packet.to_vec(),
             listen: self.local_addr,
-            limits: Limits { max_blksize: self.config.max_blksize, max_windowsize: self.config.max_windowsize },
+            limits: Limits {
+                max_blksize: self.config.max_blksize,
+                max_windowsize: self.config.max_windowsize,
+                max_window_bytes: self.config.max_window_bytes,
+            },
             retries: self.config.retries,
             backoff: Backoff { initial: self.config.initial_timeout, ceiling: self.config.max_timeout },
             source: self.source.clone(),

@@ -10,7 +10,7 @@
 //! | `blksize` | 2348 | 8..=65464, lowered to the configured maximum; below 8 or not a number: ignored |
 //! | `tsize` | 2349 | answered with the file's size |
 //! | `timeout` | 2349 | 1..=255 seconds, accepted as sent, used as the first retransmission timeout; otherwise ignored |
-//! | `windowsize` | 7440 | 1..=65535, lowered to the configured maximum; 0 or not a number: ignored |
+//! | `windowsize` | 7440 | 1..=65535, lowered to the configured maximum and so that a window holds at most [`Limits::max_window_bytes`]; 0 or not a number: ignored |
 //!
 //! When an option is sent twice, the first one counts.
 
@@ -30,6 +30,11 @@ pub struct Limits {
     pub max_blksize: u16,
     /// The largest window granted (RFC 7440), at least 1.
     pub max_windowsize: u16,
+    /// The most bytes of data a window may hold (at least one block is always granted). A
+    /// window arrives at the client in one burst: if it does not fit the client's socket
+    /// receive buffer (Linux: 208 KiB by default, each datagram counting for more than its
+    /// size), its tail is dropped and every window costs a retransmission timeout.
+    pub max_window_bytes: u32,
 }
 
 /// What a transfer will use, and the OACK that tells the client.
@@ -84,7 +89,22 @@ pub fn negotiate(requested: &[(&str, &str)], limits: Limits, file_len: u64) -> N
             negotiated.oack.push((canonical, value));
         }
     }
+    fit_window_in_bytes(&mut negotiated, limits.max_window_bytes);
     negotiated
+}
+
+/// Lowers the window so that it holds at most `max_bytes` of data, now that the block size is known.
+fn fit_window_in_bytes(negotiated: &mut Negotiated, max_bytes: u32) {
+    let fitting = (max_bytes / u32::from(negotiated.blksize)).clamp(1, u32::from(u16::MAX)) as u16;
+    if negotiated.windowsize <= fitting {
+        return;
+    }
+    negotiated.windowsize = fitting;
+    for (name, value) in &mut negotiated.oack {
+        if *name == "windowsize" {
+            *value = fitting.to_string();
+        }
+    }
 }
 
 fn grant_blksize(value: &str, max: u16) -> Option<u16> {
@@ -106,7 +126,7 @@ fn grant_timeout(value: &str) -> Option<u8> {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_blksize: 8192, max_windowsize: 16 };
+    const LIMITS: Limits = Limits { max_blksize: 8192, max_windowsize: 16, max_window_bytes: 65536 };
 
     fn oack(negotiated: &Negotiated) -> Vec<(&str, &str)> {
         negotiated.oack.iter().map(|(name, value)| (*name, value.as_str())).collect()
@@ -161,10 +181,22 @@ mod tests {
     }
 
     #[test]
+    fn a_window_is_lowered_to_fit_the_byte_budget_whatever_the_option_order() {
+        let negotiated = negotiate(&[("windowsize", "16"), ("blksize", "8192")], LIMITS, 5);
+        assert_eq!(negotiated.windowsize, 8);
+        assert_eq!(oack(&negotiated), [("windowsize", "8"), ("blksize", "8192")]);
+        let huge = Limits { max_blksize: 65464, ..LIMITS };
+        let negotiated = negotiate(&[("blksize", "65464"), ("windowsize", "4")], huge, 5);
+        assert_eq!((negotiated.windowsize, oack(&negotiated)[1]), (1, ("windowsize", "1")));
+        let negotiated = negotiate(&[("blksize", "1468"), ("windowsize", "8")], LIMITS, 5);
+        assert_eq!(negotiated.windowsize, 8, "8 blocks of 1468 bytes fit in 64 KiB");
+    }
+
+    #[test]
     fn the_first_of_a_repeated_option_counts_and_limits_are_sane() {
         let negotiated = negotiate(&[("blksize", "1024"), ("BLKSIZE", "2048")], LIMITS, 5);
         assert_eq!((negotiated.blksize, oack(&negotiated)), (1024, vec![("blksize", "1024")]));
-        let odd = Limits { max_blksize: 0, max_windowsize: 0 };
+        let odd = Limits { max_blksize: 0, max_windowsize: 0, max_window_bytes: 0 };
         let negotiated = negotiate(&[("blksize", "4096"), ("windowsize", "8")], odd, 5);
         assert_eq!((negotiated.blksize, negotiated.windowsize), (MIN_BLKSIZE, 1));
     }
