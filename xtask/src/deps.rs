@@ -33,6 +33,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("zstd", "decompresses Debian's kernel modules"),
     ("gzip", "decompresses xen.gz (harness test)"),
     ("curl", "a real HTTP and TFTP client for the boot service's tests"),
+    ("tftp-hpa", "a real TFTP client for the boot service's tests"),
+    ("atftp", "a real TFTP client with windowsize, for the boot service's tests"),
 ];
 
 /// Installs the packages of [`PACKAGES`] that are not installed yet.
