@@ -57,7 +57,10 @@ pub fn run_pid1() -> ! {
     let reason = match outcome {
         Ok(Ok(never)) => match never {},
         Ok(Err(e)) => e.to_string(),
-        Err(panic) => format!("/init panicked: {}; please report this as a bug", panic_text(&panic)),
+        Err(panic) => format!(
+            "/init panicked: {}; please report this as a bug",
+            panic_text(&panic)
+        ),
     };
     fatal(&reason, &params)
 }
@@ -66,8 +69,15 @@ pub fn run_pid1() -> ! {
 fn start_logging() -> BootParams {
     let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let (params, bad) = cmdline::parse(&text);
-    logger::init_boot(if params.debug { LevelFilter::Debug } else { LevelFilter::Info });
-    phase("init", &format!("PXEN {} is PID 1", env!("CARGO_PKG_VERSION")));
+    logger::init_boot(if params.debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
+    phase(
+        "init",
+        &format!("PXEN {} is PID 1", env!("CARGO_PKG_VERSION")),
+    );
     for problem in bad {
         log::warn!("{problem}");
     }
@@ -86,11 +96,23 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 fn boot(params: &BootParams) -> Result<Infallible, BootError> {
     phase("modules", "loading the early kernel modules");
     match modules::load_early(Path::new("/lib/modules")) {
-        Ok(s) => log::info!("modules: {} loaded, {} already present, {} without hardware, {} failed", s.loaded, s.already, s.no_device, s.failed.len()),
+        Ok(s) => log::info!(
+            "modules: {} loaded, {} already present, {} without hardware, {} failed",
+            s.loaded,
+            s.already,
+            s.no_device,
+            s.failed.len()
+        ),
         Err(e) => log::warn!("{e}"),
     }
 
-    phase("config", &format!("reading the cluster configuration ({:?} boot)", params.boot_source));
+    phase(
+        "config",
+        &format!(
+            "reading the cluster configuration ({:?} boot)",
+            params.boot_source
+        ),
+    );
     let cluster = load_config(params);
 
     phase("identity", "naming this host");
@@ -102,8 +124,15 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
     copy_rootfs_to_ram(new_root)?;
     handoff::write_identity(new_root, &naming.hostname)?;
 
-    phase("handoff", &format!("starting {} as {}", params.init.display(), naming.hostname));
-    Ok(handoff::switch_root(new_root, &params.init, &handoff::passthrough_args())?)
+    phase(
+        "handoff",
+        &format!("starting {} as {}", params.init.display(), naming.hostname),
+    );
+    Ok(handoff::switch_root(
+        new_root,
+        &params.init,
+        &handoff::passthrough_args(),
+    )?)
 }
 
 /// The configuration for this boot. A missing or broken configuration is never fatal: the
@@ -119,7 +148,11 @@ fn load_config(params: &BootParams) -> Cluster {
     };
     match loaded {
         Ok(cluster) => {
-            log::info!("configuration: cluster {:?}, {} named host(s)", cluster.name, cluster.hosts.len());
+            log::info!(
+                "configuration: cluster {:?}, {} named host(s)",
+                cluster.name,
+                cluster.hosts.len()
+            );
             cluster
         }
         Err(why) => {
@@ -136,7 +169,8 @@ fn load_config(params: &BootParams) -> Cluster {
 
 /// Reads `config/` from the flash drive this host booted from.
 fn config_from_drive(wait: Duration) -> Result<Cluster, String> {
-    let device = drive::find(Path::new("/sys"), Path::new("/dev"), wait).map_err(|e| e.to_string())?;
+    let device =
+        drive::find(Path::new("/sys"), Path::new("/dev"), wait).map_err(|e| e.to_string())?;
     log::info!("flash drive: {}", device.display());
     let mount_point = Path::new(DRIVE_MOUNT);
     drive::mount_readonly(&device, mount_point).map_err(|e| e.to_string())?;
@@ -162,10 +196,19 @@ fn copy_rootfs_to_ram(new_root: &Path) -> Result<(), rootfs::RootfsError> {
     let needed: u64 = layers.iter().map(|l| l.ram_bytes).sum();
     let mem = rootfs::read_meminfo(Path::new("/proc/meminfo"))?;
     let size = rootfs::plan_tmpfs_size(needed, mem)?;
-    log::info!("rootfs: {} MiB in {} layer(s), tmpfs of {} MiB, {} MiB available", needed >> 20, layers.len(), size >> 20, mem.available >> 20);
+    log::info!(
+        "rootfs: {} MiB in {} layer(s), tmpfs of {} MiB, {} MiB available",
+        needed >> 20,
+        layers.len(),
+        size >> 20,
+        mem.available >> 20
+    );
     rootfs::mount_tmpfs(new_root, size)?;
     rootfs::unpack_layers(&layers, new_root)?;
-    phase("rootfs-in-ram", &format!("{} MiB of root filesystem in RAM", needed >> 20));
+    phase(
+        "rootfs-in-ram",
+        &format!("{} MiB of root filesystem in RAM", needed >> 20),
+    );
     Ok(())
 }
 
@@ -194,7 +237,9 @@ fn fatal(reason: &str, params: &BootParams) -> ! {
 
 /// A shell to offer: the root filesystem's, if it was unpacked, else the initramfs' own.
 fn emergency_shell() -> Option<PathBuf> {
-    [Path::new(NEW_ROOT).join("bin/sh"), PathBuf::from("/bin/sh")].into_iter().find(|p| p.exists())
+    [Path::new(NEW_ROOT).join("bin/sh"), PathBuf::from("/bin/sh")]
+        .into_iter()
+        .find(|p| p.exists())
 }
 
 /// Prints `prompt` and waits up to `wait` for Enter on the console.
@@ -215,7 +260,11 @@ fn offer(prompt: &str, wait: Duration) -> bool {
 /// Runs the emergency shell in the root filesystem (or the initramfs) and waits for it.
 fn run_shell(shell: &Path) {
     let in_new_root = shell.starts_with(NEW_ROOT);
-    let mut command = std::process::Command::new(if in_new_root { Path::new("/bin/sh") } else { shell });
+    let mut command = std::process::Command::new(if in_new_root {
+        Path::new("/bin/sh")
+    } else {
+        shell
+    });
     if in_new_root {
         // SAFETY: between fork and exec the child calls only chroot and chdir, which are
         // async-signal-safe, and touches no memory shared with the parent's other threads.

@@ -60,7 +60,10 @@ pub fn parse(cmdline: &str) -> (BootParams, Vec<BadParam>) {
     let mut bad = Vec::new();
     for word in cmdline.split_whitespace() {
         if let Err(expected) = apply(&mut params, word) {
-            bad.push(BadParam { word: word.to_string(), expected });
+            bad.push(BadParam {
+                word: word.to_string(),
+                expected,
+            });
         }
     }
     (params, bad)
@@ -122,7 +125,14 @@ mod tests {
         let (params, bad) = parse("init=sbin/init pxen.boot=cdrom pxen.reboot_delay=soon");
         assert_eq!(params, BootParams::default());
         let words: Vec<_> = bad.iter().map(|b| b.word.as_str()).collect();
-        assert_eq!(words, ["init=sbin/init", "pxen.boot=cdrom", "pxen.reboot_delay=soon"]);
+        assert_eq!(
+            words,
+            [
+                "init=sbin/init",
+                "pxen.boot=cdrom",
+                "pxen.reboot_delay=soon"
+            ]
+        );
         assert!(bad[1].to_string().contains("usb or net"));
     }
 

@@ -51,7 +51,10 @@ fn default_hostname_prefix() -> String {
 impl Cluster {
     /// The hostname the configuration gives the machine with this serial, if it lists it.
     pub fn hostname_for_serial(&self, serial: &str) -> Option<&str> {
-        self.hosts.iter().find(|h| h.serial == serial).map(|h| h.hostname.as_str())
+        self.hosts
+            .iter()
+            .find(|h| h.serial == serial)
+            .map(|h| h.hostname.as_str())
     }
 
     /// The built-in default configuration (the one `mkimage` writes to a new drive).
@@ -91,7 +94,11 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "the cluster configuration has {} problem(s):", self.0.len())?;
+        writeln!(
+            f,
+            "the cluster configuration has {} problem(s):",
+            self.0.len()
+        )?;
         for error in &self.0 {
             writeln!(f, "  {error}")?;
         }
@@ -155,7 +162,10 @@ fn unknown_files(dir: &Path) -> Vec<ConfigError> {
             file: dir.join(&name),
             position: None,
             message: "is not a file PXEN reads".to_string(),
-            fix: format!("PXEN reads {}: rename or remove this file", known.join(", ")),
+            fix: format!(
+                "PXEN reads {}: rename or remove this file",
+                known.join(", ")
+            ),
         })
         .collect()
 }
@@ -185,10 +195,20 @@ fn check_cluster(cluster: &Cluster, file: &Path, text: &str) -> Vec<ConfigError>
     let locator = Locator { file, text };
     let mut errors = Vec::new();
     if cluster.name.trim().is_empty() {
-        errors.push(locator.error("name", 0, "the cluster name is empty", "give the cluster a short name, e.g. name: \"lab\""));
+        errors.push(locator.error(
+            "name",
+            0,
+            "the cluster name is empty",
+            "give the cluster a short name, e.g. name: \"lab\"",
+        ));
     }
     if let Err(why) = identity::check_hostname_prefix(&cluster.hostname_prefix) {
-        errors.push(locator.error(&cluster.hostname_prefix, 0, &format!("hostname_prefix `{}` {why}", cluster.hostname_prefix), "use 1 to 52 of a-z, 0-9 and '-', not starting or ending with '-'"));
+        errors.push(locator.error(
+            &cluster.hostname_prefix,
+            0,
+            &format!("hostname_prefix `{}` {why}", cluster.hostname_prefix),
+            "use 1 to 52 of a-z, 0-9 and '-', not starting or ending with '-'",
+        ));
     }
     let mut seen_serials: HashMap<&str, usize> = HashMap::new();
     let mut seen_hostnames: HashMap<String, usize> = HashMap::new();
@@ -197,12 +217,24 @@ fn check_cluster(cluster: &Cluster, file: &Path, text: &str) -> Vec<ConfigError>
         let serial_seen = seen_serials.entry(&host.serial).or_insert(0);
         *serial_seen += 1;
         if *serial_seen == 2 {
-            errors.push(locator.error(&host.serial, 1, &format!("serial `{}` is listed twice", host.serial), "each machine has one entry: remove or correct the second one"));
+            errors.push(locator.error(
+                &host.serial,
+                1,
+                &format!("serial `{}` is listed twice", host.serial),
+                "each machine has one entry: remove or correct the second one",
+            ));
         }
-        let hostname_seen = seen_hostnames.entry(host.hostname.to_ascii_lowercase()).or_insert(0);
+        let hostname_seen = seen_hostnames
+            .entry(host.hostname.to_ascii_lowercase())
+            .or_insert(0);
         *hostname_seen += 1;
         if *hostname_seen == 2 {
-            errors.push(locator.error(&host.hostname, 1, &format!("hostname `{}` is given to two machines", host.hostname), "give every machine its own hostname"));
+            errors.push(locator.error(
+                &host.hostname,
+                1,
+                &format!("hostname `{}` is given to two machines", host.hostname),
+                "give every machine its own hostname",
+            ));
         }
     }
     errors
@@ -210,7 +242,12 @@ fn check_cluster(cluster: &Cluster, file: &Path, text: &str) -> Vec<ConfigError>
 
 fn check_host(host: &Host, locator: &Locator, errors: &mut Vec<ConfigError>) {
     if let Err(why) = identity::check_hostname(&host.hostname) {
-        errors.push(locator.error(&host.hostname, 0, &format!("hostname `{}` {why}", host.hostname), "use 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"));
+        errors.push(locator.error(
+            &host.hostname,
+            0,
+            &format!("hostname `{}` {why}", host.hostname),
+            "use 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'",
+        ));
     }
     if let Some(why) = identity::bogus_reason(&host.serial) {
         errors.push(locator.error(&host.serial, 0, &format!("serial `{}` {why}", host.serial), "firmware placeholders are shared by many machines: remove this entry; the machine is then named from its board serial, UUID or MAC"));
@@ -244,7 +281,10 @@ impl Locator<'_> {
         if needle.is_empty() {
             return None;
         }
-        self.text.match_indices(needle).map(|(offset, _)| offset).nth(nth)
+        self.text
+            .match_indices(needle)
+            .map(|(offset, _)| offset)
+            .nth(nth)
     }
 }
 
@@ -320,7 +360,10 @@ mod tests {
             let got = errors_of(text);
             assert_eq!(got.len(), expected.len(), "for {text:?}: {got:#?}");
             for (got, expected) in got.iter().zip(expected.iter()) {
-                assert!(got.starts_with(expected), "for {text:?}:\n got {got}\nwant {expected}");
+                assert!(
+                    got.starts_with(expected),
+                    "for {text:?}:\n got {got}\nwant {expected}"
+                );
                 assert!(got.contains("; "), "every error says how to fix it: {got}");
             }
         }

@@ -68,7 +68,12 @@ pub fn fat_label(sector: &[u8]) -> Option<String> {
 /// Block devices (whole disks and partitions) by name, as the kernel lists them.
 fn block_devices(sys: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(sys.join("class/block"))
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -79,13 +84,21 @@ fn labelled_devices(dev: &Path, names: &[String]) -> Vec<PathBuf> {
     names
         .iter()
         .map(|name| dev.join(name))
-        .filter(|path| read_first_sector(path).as_deref().and_then(fat_label).as_deref() == Some(LABEL))
+        .filter(|path| {
+            read_first_sector(path)
+                .as_deref()
+                .and_then(fat_label)
+                .as_deref()
+                == Some(LABEL)
+        })
         .collect()
 }
 
 fn read_first_sector(path: &Path) -> Option<Vec<u8>> {
     let mut sector = vec![0; 512];
-    File::open(path).and_then(|mut f| f.read_exact(&mut sector)).ok()?;
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut sector))
+        .ok()?;
     Some(sector)
 }
 
@@ -98,12 +111,18 @@ pub fn find(sys: &Path, dev: &Path, wait: Duration) -> Result<PathBuf, DriveErro
         let found = labelled_devices(dev, &names);
         if let Some(first) = found.first() {
             if found.len() > 1 {
-                log::warn!("several PXEN drives are plugged in: {found:?}; using {}", first.display());
+                log::warn!(
+                    "several PXEN drives are plugged in: {found:?}; using {}",
+                    first.display()
+                );
             }
             return Ok(first.clone());
         }
         if start.elapsed() >= wait {
-            return Err(DriveError::NotFound { waited: wait, seen: names.join(" ") });
+            return Err(DriveError::NotFound {
+                waited: wait,
+                seen: names.join(" "),
+            });
         }
         // USB enumeration takes hundreds of milliseconds; look again shortly.
         std::thread::sleep(Duration::from_millis(100));
@@ -112,11 +131,23 @@ pub fn find(sys: &Path, dev: &Path, wait: Duration) -> Result<PathBuf, DriveErro
 
 /// Mounts the drive's FAT partition read-only at `target`.
 pub fn mount_readonly(device: &Path, target: &Path) -> Result<(), DriveError> {
-    std::fs::create_dir_all(target)
-        .map_err(|source| DriveError::MountPoint { path: target.to_path_buf(), source })?;
+    std::fs::create_dir_all(target).map_err(|source| DriveError::MountPoint {
+        path: target.to_path_buf(),
+        source,
+    })?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some(device), target, Some("vfat"), flags, Some("shortname=mixed"))
-        .map_err(|source| DriveError::Mount { device: device.to_path_buf(), path: target.to_path_buf(), source })
+    mount(
+        Some(device),
+        target,
+        Some("vfat"),
+        flags,
+        Some("shortname=mixed"),
+    )
+    .map_err(|source| DriveError::Mount {
+        device: device.to_path_buf(),
+        path: target.to_path_buf(),
+        source,
+    })
 }
 
 /// Unmounts the drive; a failure is logged, because a busy mount is no reason to stop a boot.
@@ -142,7 +173,10 @@ mod tests {
 
     #[test]
     fn reads_fat32_and_fat16_labels() {
-        assert_eq!(fat_label(&fat32_sector(b"PXEN       ")).as_deref(), Some("PXEN"));
+        assert_eq!(
+            fat_label(&fat32_sector(b"PXEN       ")).as_deref(),
+            Some("PXEN")
+        );
         let mut fat16 = vec![0u8; 512];
         fat16[0x26] = 0x29;
         fat16[0x2B..0x36].copy_from_slice(b"OTHER      ");
@@ -169,13 +203,20 @@ mod tests {
         let sys = root.path().join("sys");
         let dev = root.path().join("dev");
         std::fs::create_dir_all(&dev).unwrap();
-        for (name, sector) in [("sda", vec![0u8; 512]), ("sdb1", fat32_sector(b"PXEN       ")), ("sdc1", fat32_sector(b"DATA       "))] {
+        for (name, sector) in [
+            ("sda", vec![0u8; 512]),
+            ("sdb1", fat32_sector(b"PXEN       ")),
+            ("sdc1", fat32_sector(b"DATA       ")),
+        ] {
             std::fs::create_dir_all(sys.join("class/block").join(name)).unwrap();
             std::fs::write(dev.join(name), sector).unwrap();
         }
         assert_eq!(find(&sys, &dev, Duration::ZERO).unwrap(), dev.join("sdb1"));
         std::fs::remove_file(dev.join("sdb1")).unwrap();
         let error = find(&sys, &dev, Duration::ZERO).unwrap_err().to_string();
-        assert!(error.contains("block devices seen: sda sdb1 sdc1"), "{error}");
+        assert!(
+            error.contains("block devices seen: sda sdb1 sdc1"),
+            "{error}"
+        );
     }
 }

@@ -134,11 +134,18 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, usize> {
 
 /// Checks that `init` is an executable file inside `new_root`.
 pub fn check_init(new_root: &Path, init: &Path) -> Result<(), HandoffError> {
-    let resolved = resolve_in_root(new_root, init).map_err(|_| HandoffError::InitLinkLoop { init: init.to_path_buf() })?;
-    let metadata = std::fs::metadata(&resolved)
-        .map_err(|_| HandoffError::InitMissing { init: init.to_path_buf(), resolved: resolved.clone() })?;
+    let resolved = resolve_in_root(new_root, init).map_err(|_| HandoffError::InitLinkLoop {
+        init: init.to_path_buf(),
+    })?;
+    let metadata = std::fs::metadata(&resolved).map_err(|_| HandoffError::InitMissing {
+        init: init.to_path_buf(),
+        resolved: resolved.clone(),
+    })?;
     if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
-        return Err(HandoffError::InitNotExecutable { init: init.to_path_buf(), resolved });
+        return Err(HandoffError::InitNotExecutable {
+            init: init.to_path_buf(),
+            resolved,
+        });
     }
     Ok(())
 }
@@ -169,13 +176,22 @@ pub fn write_identity(new_root: &Path, hostname: &str) -> Result<(), HandoffErro
 /// `args` are passed on to the real init after its name (the kernel gives PID 1 the command
 /// line words it does not know, such as `single`). Returns only on failure; a failure after
 /// the initramfs has been emptied is still reported, but nothing is left to fall back on.
-pub fn switch_root(new_root: &Path, init: &Path, args: &[CString]) -> Result<Infallible, HandoffError> {
+pub fn switch_root(
+    new_root: &Path,
+    init: &Path,
+    args: &[CString],
+) -> Result<Infallible, HandoffError> {
     check_init(new_root, init)?;
     move_basic_mounts(new_root)?;
-    let switch = |step, path: &Path, source| HandoffError::Switch { step, path: path.to_path_buf(), source };
+    let switch = |step, path: &Path, source| HandoffError::Switch {
+        step,
+        path: path.to_path_buf(),
+        source,
+    };
     chdir(new_root).map_err(|e| switch("chdir", new_root, e))?;
     empty_initramfs(Path::new("/"), new_root);
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(|e| switch("mount --move . /", new_root, e))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| switch("mount --move . /", new_root, e))?;
     chroot(".").map_err(|e| switch("chroot", new_root, e))?;
     chdir("/").map_err(|e| switch("chdir", Path::new("/"), e))?;
     exec_init(init, args)
@@ -187,14 +203,30 @@ fn move_basic_mounts(new_root: &Path) -> Result<(), HandoffError> {
     let root_dev = std::fs::metadata("/").map(|m| m.dev()).ok();
     for basic in BASIC_MOUNTS {
         let from = Path::new(basic.path);
-        let is_mount = std::fs::metadata(from).map(|m| Some(m.dev()) != root_dev).unwrap_or(false);
+        let is_mount = std::fs::metadata(from)
+            .map(|m| Some(m.dev()) != root_dev)
+            .unwrap_or(false);
         if !is_mount {
             continue;
         }
         let to = new_root.join(basic.path.trim_start_matches('/'));
-        let move_error = |source| HandoffError::MoveMount { from: from.to_path_buf(), to: to.clone(), source };
-        std::fs::create_dir_all(&to).map_err(|source| HandoffError::CreateMountPoint { path: to.clone(), source })?;
-        mount(Some(from), &to, None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(move_error)?;
+        let move_error = |source| HandoffError::MoveMount {
+            from: from.to_path_buf(),
+            to: to.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&to).map_err(|source| HandoffError::CreateMountPoint {
+            path: to.clone(),
+            source,
+        })?;
+        mount(
+            Some(from),
+            &to,
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(move_error)?;
     }
     Ok(())
 }
@@ -237,8 +269,12 @@ fn remove_tree_on(dir: &Path, dev: u64, keep: &Path) {
 }
 
 fn exec_init(init: &Path, args: &[CString]) -> Result<Infallible, HandoffError> {
-    let exec_error = |source| HandoffError::Exec { init: init.to_path_buf(), source };
-    let program = CString::new(init.as_os_str().as_bytes()).map_err(|_| exec_error(nix::Error::EINVAL))?;
+    let exec_error = |source| HandoffError::Exec {
+        init: init.to_path_buf(),
+        source,
+    };
+    let program =
+        CString::new(init.as_os_str().as_bytes()).map_err(|_| exec_error(nix::Error::EINVAL))?;
     let mut argv = vec![program.clone()];
     argv.extend_from_slice(args);
     execv(&program, &argv).map_err(exec_error)
@@ -264,11 +300,18 @@ mod tests {
         std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
         std::fs::create_dir_all(r.join("usr/sbin")).unwrap();
         std::fs::write(r.join("usr/lib/systemd/systemd"), "#!").unwrap();
-        std::fs::set_permissions(r.join("usr/lib/systemd/systemd"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            r.join("usr/lib/systemd/systemd"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         symlink("usr/lib", r.join("lib")).unwrap();
         symlink("usr/sbin", r.join("sbin")).unwrap();
         symlink("/lib/systemd/systemd", r.join("usr/sbin/init")).unwrap();
-        assert_eq!(resolve_in_root(r, Path::new("/sbin/init")).unwrap(), r.join("usr/lib/systemd/systemd"));
+        assert_eq!(
+            resolve_in_root(r, Path::new("/sbin/init")).unwrap(),
+            r.join("usr/lib/systemd/systemd")
+        );
         check_init(r, Path::new("/sbin/init")).unwrap();
     }
 
@@ -279,17 +322,32 @@ mod tests {
         std::fs::create_dir_all(r.join("sbin")).unwrap();
         std::fs::write(r.join("sbin/plain"), "data").unwrap();
         symlink("/sbin/loop", r.join("sbin/loop")).unwrap();
-        assert!(matches!(check_init(r, Path::new("/sbin/init")), Err(HandoffError::InitMissing { .. })));
-        assert!(matches!(check_init(r, Path::new("/sbin/plain")), Err(HandoffError::InitNotExecutable { .. })));
-        assert!(matches!(check_init(r, Path::new("/sbin/loop")), Err(HandoffError::InitLinkLoop { .. })));
-        assert!(matches!(check_init(r, Path::new("/sbin")), Err(HandoffError::InitNotExecutable { .. })));
+        assert!(matches!(
+            check_init(r, Path::new("/sbin/init")),
+            Err(HandoffError::InitMissing { .. })
+        ));
+        assert!(matches!(
+            check_init(r, Path::new("/sbin/plain")),
+            Err(HandoffError::InitNotExecutable { .. })
+        ));
+        assert!(matches!(
+            check_init(r, Path::new("/sbin/loop")),
+            Err(HandoffError::InitLinkLoop { .. })
+        ));
+        assert!(matches!(
+            check_init(r, Path::new("/sbin")),
+            Err(HandoffError::InitNotExecutable { .. })
+        ));
     }
 
     #[test]
     fn identity_files_are_deterministic() {
         let root = tempfile::tempdir().unwrap();
         write_identity(root.path(), "pxen-0123456789").unwrap();
-        assert_eq!(std::fs::read_to_string(root.path().join("etc/hostname")).unwrap(), "pxen-0123456789\n");
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("etc/hostname")).unwrap(),
+            "pxen-0123456789\n"
+        );
         let hosts = std::fs::read_to_string(root.path().join("etc/hosts")).unwrap();
         assert_eq!(hosts, hosts_file("pxen-0123456789"));
         assert!(hosts.contains("127.0.1.1\tpxen-0123456789\n"));
@@ -305,7 +363,10 @@ mod tests {
         std::fs::create_dir_all(r.join("newroot/etc")).unwrap();
         std::fs::write(r.join("newroot/etc/hostname"), "h").unwrap();
         empty_initramfs(r, &r.join("newroot"));
-        let left: Vec<_> = std::fs::read_dir(r).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(r)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left, ["newroot"]);
         assert!(r.join("newroot/etc/hostname").exists());
     }

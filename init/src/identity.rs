@@ -120,7 +120,10 @@ pub fn bogus_reason(value: &str) -> Option<&'static str> {
     if PLACEHOLDERS.contains(&lower.as_str()) {
         return Some("is a firmware placeholder");
     }
-    let significant: Vec<char> = lower.chars().filter(|c| !matches!(c, '-' | ':' | ' ' | '.')).collect();
+    let significant: Vec<char> = lower
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':' | ' ' | '.'))
+        .collect();
     if significant.is_empty() {
         return Some("has no letters or digits");
     }
@@ -141,7 +144,10 @@ pub fn choose_id(ids: &MachineIds) -> Option<MachineId> {
     ];
     candidates.into_iter().find_map(|(source, value)| {
         let value = value.as_deref()?.trim();
-        bogus_reason(value).is_none().then(|| MachineId { source, value: value.to_string() })
+        bogus_reason(value).is_none().then(|| MachineId {
+            source,
+            value: value.to_string(),
+        })
     })
 }
 
@@ -159,7 +165,13 @@ pub fn derive_hostname(prefix: &str, id: &MachineId) -> String {
 
 /// The derived hostname of a machine whose DMI system serial is `serial`.
 pub fn hostname_for_serial(prefix: &str, serial: &str) -> String {
-    derive_hostname(prefix, &MachineId { source: IdSource::ProductSerial, value: serial.trim().to_string() })
+    derive_hostname(
+        prefix,
+        &MachineId {
+            source: IdSource::ProductSerial,
+            value: serial.trim().to_string(),
+        },
+    )
 }
 
 /// The hostname of this machine: from the configuration if it lists the serial, else derived.
@@ -221,7 +233,10 @@ fn check_label(name: &str, max: usize) -> Result<(), &'static str> {
     if name.len() > max {
         return Err("is too long");
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("may only hold a-z, 0-9 and '-'");
     }
     if name.starts_with('-') || name.ends_with('-') {
@@ -260,7 +275,10 @@ fn first_nic_mac(sys: &Path) -> Option<String> {
             if assign.trim() != "0" {
                 return None;
             }
-            let mac = std::fs::read_to_string(dir.join("address")).ok()?.trim().to_string();
+            let mac = std::fs::read_to_string(dir.join("address"))
+                .ok()?
+                .trim()
+                .to_string();
             Some((device, mac))
         })
         .collect();
@@ -275,11 +293,28 @@ mod tests {
     #[test]
     fn real_world_placeholders_are_bogus() {
         for value in [
-            "", "   ", "To be filled by O.E.M.", "To Be Filled By O.E.M.", "Default string",
-            "System Serial Number", "Not Specified", "None", "N/A", "0123456789", "0", "00000000",
-            "00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
-            "03000200-0400-0500-0006-000700080009", "Chassis Serial Number", "OEM", "XXXXXXXXXX",
-            "00:00:00:00:00:00", "123456789", "..........", "Base Board Serial Number",
+            "",
+            "   ",
+            "To be filled by O.E.M.",
+            "To Be Filled By O.E.M.",
+            "Default string",
+            "System Serial Number",
+            "Not Specified",
+            "None",
+            "N/A",
+            "0123456789",
+            "0",
+            "00000000",
+            "00000000-0000-0000-0000-000000000000",
+            "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+            "03000200-0400-0500-0006-000700080009",
+            "Chassis Serial Number",
+            "OEM",
+            "XXXXXXXXXX",
+            "00:00:00:00:00:00",
+            "123456789",
+            "..........",
+            "Base Board Serial Number",
         ] {
             assert!(bogus_reason(value).is_some(), "{value:?} should be bogus");
         }
@@ -287,7 +322,14 @@ mod tests {
 
     #[test]
     fn real_serials_are_not_bogus() {
-        for value in ["CZ1234ABCD", "PF0ABCDE", "VMware-56 4d 12", "52:54:00:12:34:56", "0A1B", "11112"] {
+        for value in [
+            "CZ1234ABCD",
+            "PF0ABCDE",
+            "VMware-56 4d 12",
+            "52:54:00:12:34:56",
+            "0A1B",
+            "11112",
+        ] {
             assert_eq!(bogus_reason(value), None, "{value:?} should be usable");
         }
     }
@@ -306,8 +348,14 @@ mod tests {
 
     #[test]
     fn the_source_is_part_of_the_hash() {
-        let serial = MachineId { source: IdSource::ProductSerial, value: "X1".into() };
-        let board = MachineId { source: IdSource::BoardSerial, value: "X1".into() };
+        let serial = MachineId {
+            source: IdSource::ProductSerial,
+            value: "X1".into(),
+        };
+        let board = MachineId {
+            source: IdSource::BoardSerial,
+            value: "X1".into(),
+        };
         assert_ne!(derive_hostname("h", &serial), derive_hostname("h", &board));
     }
 
@@ -325,7 +373,13 @@ mod tests {
         ids.board_serial = Some("BSN123".into());
         assert_eq!(choose_id(&ids).unwrap().source, IdSource::BoardSerial);
         ids.product_serial = Some("PSN9".into());
-        assert_eq!(choose_id(&ids).unwrap(), MachineId { source: IdSource::ProductSerial, value: "PSN9".into() });
+        assert_eq!(
+            choose_id(&ids).unwrap(),
+            MachineId {
+                source: IdSource::ProductSerial,
+                value: "PSN9".into()
+            }
+        );
         assert_eq!(choose_id(&MachineIds::default()), None);
     }
 
@@ -335,7 +389,10 @@ mod tests {
             r#"Cluster(name: "lab", hostname_prefix: "lab", hosts: [Host(serial: "S1", hostname: "alpha")])"#,
         )
         .unwrap();
-        let listed = MachineIds { product_serial: Some("S1".into()), ..Default::default() };
+        let listed = MachineIds {
+            product_serial: Some("S1".into()),
+            ..Default::default()
+        };
         let naming = name_machine(&cluster, &listed).unwrap();
         assert_eq!(naming.hostname, "alpha");
         assert!(naming.reason.contains("listed in the configuration"));
@@ -357,8 +414,14 @@ mod tests {
     fn hostname_rules() {
         assert!(check_hostname("node-1").is_ok());
         assert_eq!(check_hostname(""), Err("is empty"));
-        assert_eq!(check_hostname("Node"), Err("may only hold a-z, 0-9 and '-'"));
-        assert_eq!(check_hostname("node-"), Err("must not start or end with '-'"));
+        assert_eq!(
+            check_hostname("Node"),
+            Err("may only hold a-z, 0-9 and '-'")
+        );
+        assert_eq!(
+            check_hostname("node-"),
+            Err("must not start or end with '-'")
+        );
         assert_eq!(check_hostname(&"a".repeat(64)), Err("is too long"));
         assert_eq!(check_hostname_prefix(&"a".repeat(53)), Err("is too long"));
     }

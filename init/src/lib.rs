@@ -9,6 +9,7 @@
 //! | [`cmdline`] | the `pxen.*` parameters of the kernel command line |
 //! | [`mounts`] | the basic file systems PID 1 needs (`/proc`, `/sys`, `/dev`, `/run`) |
 //! | [`modules`] | loading the early kernel modules shipped in the initramfs |
+//! | [`cpio`] | the newc archive format of the initramfs: writer and reader |
 //! | [`config`] | the cluster configuration (RON files) and its validation |
 //! | [`identity`] | the machine's stable ID and hostname |
 //! | [`drive`] | finding and mounting the PXEN flash drive |
@@ -22,6 +23,7 @@
 pub mod boot;
 pub mod cmdline;
 pub mod config;
+pub mod cpio;
 pub mod drive;
 pub mod handoff;
 pub mod identity;

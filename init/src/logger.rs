@@ -46,7 +46,10 @@ pub fn kmsg_priority(level: Level) -> u8 {
 /// `devkmsg` holds `/proc/sys/kernel/printk_devkmsg`: records written to `/dev/kmsg` may be
 /// dropped by rate limiting unless it is `on`, so only then can the echo be relied on.
 pub fn kernel_echoes(priority: u8, printk: &str, devkmsg: &str) -> bool {
-    let console_level = printk.split_whitespace().next().and_then(|f| f.parse::<u8>().ok());
+    let console_level = printk
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse::<u8>().ok());
     let reliable = devkmsg.trim() == "on";
     matches!(console_level, Some(level) if priority < level) && reliable
 }
@@ -54,7 +57,12 @@ pub fn kernel_echoes(priority: u8, printk: &str, devkmsg: &str) -> bool {
 /// Where the records of this process go.
 enum Sink {
     /// PID 1: the kernel log, plus the console for what the kernel does not echo.
-    Boot { kmsg: Option<File>, console: Option<File>, printk: String, devkmsg: String },
+    Boot {
+        kmsg: Option<File>,
+        console: Option<File>,
+        printk: String,
+        devkmsg: String,
+    },
     /// The `pxen` command: standard error.
     Stderr,
 }
@@ -78,7 +86,12 @@ impl Log for Logger {
         // A poisoned lock only means another thread panicked while logging: keep logging.
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *sink {
-            Sink::Boot { kmsg, console, printk, devkmsg } => {
+            Sink::Boot {
+                kmsg,
+                console,
+                printk,
+                devkmsg,
+            } => {
                 let priority = kmsg_priority(record.level());
                 if let Some(kmsg) = kmsg {
                     // One write() is one record for /dev/kmsg. A failed write must not stop
@@ -87,7 +100,8 @@ impl Log for Logger {
                 }
                 if kmsg.is_none() || !kernel_echoes(priority, printk, devkmsg) {
                     if let Some(console) = console {
-                        let _ = console.write_all(format_line(uptime_seconds(), &message).as_bytes());
+                        let _ =
+                            console.write_all(format_line(uptime_seconds(), &message).as_bytes());
                     }
                 }
             }
@@ -106,7 +120,15 @@ pub fn init_boot(max_level: LevelFilter) {
     let console = OpenOptions::new().write(true).open("/dev/console").ok();
     let printk = std::fs::read_to_string("/proc/sys/kernel/printk").unwrap_or_default();
     let devkmsg = std::fs::read_to_string("/proc/sys/kernel/printk_devkmsg").unwrap_or_default();
-    install(Sink::Boot { kmsg, console, printk, devkmsg }, max_level);
+    install(
+        Sink::Boot {
+            kmsg,
+            console,
+            printk,
+            devkmsg,
+        },
+        max_level,
+    );
 }
 
 /// Installs the logger of the `pxen` command: standard error.
@@ -115,7 +137,10 @@ pub fn init_command(max_level: LevelFilter) {
 }
 
 fn install(sink: Sink, max_level: LevelFilter) {
-    let logger = Box::new(Logger { sink: Mutex::new(sink), max_level });
+    let logger = Box::new(Logger {
+        sink: Mutex::new(sink),
+        max_level,
+    });
     // Fails only if a logger is already installed, which then keeps serving.
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(max_level);
@@ -140,10 +165,19 @@ mod tests {
     #[test]
     fn kernel_echo_needs_low_priority_and_unlimited_devkmsg() {
         assert!(kernel_echoes(6, "7\t4\t1\t7\n", "on\n"));
-        assert!(!kernel_echoes(7, "7\t4\t1\t7\n", "on\n"), "debug is not echoed at level 7");
+        assert!(
+            !kernel_echoes(7, "7\t4\t1\t7\n", "on\n"),
+            "debug is not echoed at level 7"
+        );
         assert!(!kernel_echoes(6, "4\t4\t1\t7\n", "on\n"), "quiet console");
-        assert!(!kernel_echoes(3, "7\t4\t1\t7\n", "ratelimit\n"), "may be dropped");
-        assert!(!kernel_echoes(3, "", "on"), "unknown level: write it ourselves");
+        assert!(
+            !kernel_echoes(3, "7\t4\t1\t7\n", "ratelimit\n"),
+            "may be dropped"
+        );
+        assert!(
+            !kernel_echoes(3, "", "on"),
+            "unknown level: write it ourselves"
+        );
     }
 
     #[test]

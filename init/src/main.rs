@@ -53,7 +53,12 @@ fn run(words: &[&str]) -> Result<(), String> {
 
 fn config_check(dir: &Path) -> Result<(), String> {
     let cluster = config::load_dir(dir).map_err(|e| e.to_string())?;
-    println!("{}: valid (cluster {:?}, {} named host(s))", dir.display(), cluster.name, cluster.hosts.len());
+    println!(
+        "{}: valid (cluster {:?}, {} named host(s))",
+        dir.display(),
+        cluster.name,
+        cluster.hosts.len()
+    );
     Ok(())
 }
 
@@ -66,7 +71,12 @@ fn config_default(dir: &Path) -> Result<(), String> {
             .create_new(true)
             .open(&path)
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-            .map_err(|e| format!("cannot write {}: {e} (an existing file is never overwritten)", path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot write {}: {e} (an existing file is never overwritten)",
+                    path.display()
+                )
+            })?;
         println!("wrote {}", path.display());
     }
     Ok(())

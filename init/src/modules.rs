@@ -46,8 +46,10 @@ pub fn load_early(modules_root: &Path) -> Result<LoadSummary, ListError> {
         .unwrap_or_default();
     let dir = modules_root.join(release);
     let list_path = dir.join(LOAD_LIST);
-    let list = std::fs::read_to_string(&list_path)
-        .map_err(|source| ListError { path: list_path.clone(), source })?;
+    let list = std::fs::read_to_string(&list_path).map_err(|source| ListError {
+        path: list_path.clone(),
+        source,
+    })?;
     let mut summary = LoadSummary::default();
     for relative in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         match load_one(&dir.join(relative)) {
@@ -71,7 +73,8 @@ enum Outcome {
 }
 
 fn load_one(path: &Path) -> Result<(), Outcome> {
-    let file = File::open(path).map_err(|e| Outcome::Failed(format!("cannot open {}: {e}", path.display())))?;
+    let file = File::open(path)
+        .map_err(|e| Outcome::Failed(format!("cannot open {}: {e}", path.display())))?;
     let no_params = CString::default();
     match finit_module(&file, &no_params, ModuleInitFlags::empty()) {
         Ok(()) => Ok(()),

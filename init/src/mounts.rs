@@ -19,7 +19,9 @@ pub enum MountError {
         source: std::io::Error,
     },
     /// The mount itself failed.
-    #[error("cannot mount {fstype} on {path}: {source}; the kernel must have {fstype} support built in")]
+    #[error(
+        "cannot mount {fstype} on {path}: {source}; the kernel must have {fstype} support built in"
+    )]
     Mount {
         /// The file system type.
         fstype: &'static str,
@@ -44,10 +46,34 @@ pub struct BasicMount {
 
 /// The basic mounts, in the order they are made.
 pub const BASIC_MOUNTS: &[BasicMount] = &[
-    BasicMount { path: "/proc", fstype: "proc", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC), options: "" },
-    BasicMount { path: "/sys", fstype: "sysfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC), options: "" },
-    BasicMount { path: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, options: "mode=0755" },
-    BasicMount { path: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), options: "mode=0755" },
+    BasicMount {
+        path: "/proc",
+        fstype: "proc",
+        flags: MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        options: "",
+    },
+    BasicMount {
+        path: "/sys",
+        fstype: "sysfs",
+        flags: MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        options: "",
+    },
+    BasicMount {
+        path: "/dev",
+        fstype: "devtmpfs",
+        flags: MsFlags::MS_NOSUID,
+        options: "mode=0755",
+    },
+    BasicMount {
+        path: "/run",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        options: "mode=0755",
+    },
 ];
 
 /// Mounts the basic file systems under `root` (normally `/`). A file system that is already
@@ -55,10 +81,22 @@ pub const BASIC_MOUNTS: &[BasicMount] = &[
 pub fn mount_basics(root: &Path) -> Result<(), MountError> {
     for basic in BASIC_MOUNTS {
         let path = root.join(basic.path.trim_start_matches('/'));
-        std::fs::create_dir_all(&path)
-            .map_err(|source| MountError::CreateMountPoint { path: path.clone(), source })?;
-        mount(Some(basic.fstype), &path, Some(basic.fstype), basic.flags, Some(basic.options))
-            .map_err(|source| MountError::Mount { fstype: basic.fstype, path: path.clone(), source })?;
+        std::fs::create_dir_all(&path).map_err(|source| MountError::CreateMountPoint {
+            path: path.clone(),
+            source,
+        })?;
+        mount(
+            Some(basic.fstype),
+            &path,
+            Some(basic.fstype),
+            basic.flags,
+            Some(basic.options),
+        )
+        .map_err(|source| MountError::Mount {
+            fstype: basic.fstype,
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

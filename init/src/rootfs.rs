@@ -122,15 +122,24 @@ pub fn parse_meminfo(text: &str) -> Option<MemInfo> {
             .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             .map(|kb| kb * 1024)
     };
-    Some(MemInfo { total: field("MemTotal")?, available: field("MemAvailable")? })
+    Some(MemInfo {
+        total: field("MemTotal")?,
+        available: field("MemAvailable")?,
+    })
 }
 
 /// Reads `/proc/meminfo`.
 pub fn read_meminfo(path: &Path) -> Result<MemInfo, RootfsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RootfsError::MemInfo { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| RootfsError::MemInfo {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_meminfo(&text).ok_or_else(|| RootfsError::MemInfo {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no MemTotal or MemAvailable line"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no MemTotal or MemAvailable line",
+        ),
     })
 }
 
@@ -142,7 +151,9 @@ pub fn read_meminfo(path: &Path) -> Result<MemInfo, RootfsError> {
 /// machine's memory. tmpfs only takes memory for what is written, so the limit costs nothing.
 pub fn plan_tmpfs_size(needed: u64, mem: MemInfo) -> Result<u64, RootfsError> {
     if needed + RESERVE > mem.available {
-        let suggest = (mem.total.saturating_sub(mem.available) + needed + RESERVE + MIN_HEADROOM).div_ceil(256 * MIB) * 256;
+        let suggest = (mem.total.saturating_sub(mem.available) + needed + RESERVE + MIN_HEADROOM)
+            .div_ceil(256 * MIB)
+            * 256;
         return Err(RootfsError::DoesNotFit {
             needed_mib: needed.div_ceil(MIB),
             reserve_mib: RESERVE / MIB,
@@ -156,7 +167,10 @@ pub fn plan_tmpfs_size(needed: u64, mem: MemInfo) -> Result<u64, RootfsError> {
 
 /// Lists the layers in `dir` (`*.tar`, in name order) with the RAM each one's contents take.
 pub fn scan_layers(dir: &Path) -> Result<Vec<Layer>, RootfsError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| RootfsError::ListLayers { dir: dir.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| RootfsError::ListLayers {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -164,17 +178,26 @@ pub fn scan_layers(dir: &Path) -> Result<Vec<Layer>, RootfsError> {
         .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(RootfsError::NoLayers { dir: dir.to_path_buf() });
+        return Err(RootfsError::NoLayers {
+            dir: dir.to_path_buf(),
+        });
     }
     paths.into_iter().map(|path| measure_layer(&path)).collect()
 }
 
 /// Walks a tar's headers (seeking over the data) and adds up the RAM its files take.
 fn measure_layer(path: &Path) -> Result<Layer, RootfsError> {
-    let read_error = |source| RootfsError::ReadLayer { layer: path.to_path_buf(), source };
+    let read_error = |source| RootfsError::ReadLayer {
+        layer: path.to_path_buf(),
+        source,
+    };
     let file = File::open(path).map_err(read_error)?;
     let mut archive = tar::Archive::new(file);
-    let mut layer = Layer { path: path.to_path_buf(), ram_bytes: 0, entries: 0 };
+    let mut layer = Layer {
+        path: path.to_path_buf(),
+        ram_bytes: 0,
+        entries: 0,
+    };
     for entry in archive.entries_with_seek().map_err(read_error)? {
         let entry = entry.map_err(read_error)?;
         layer.entries += 1;
@@ -187,10 +210,24 @@ fn measure_layer(path: &Path) -> Result<Layer, RootfsError> {
 
 /// Mounts a tmpfs of `size` bytes at `target` for the new root.
 pub fn mount_tmpfs(target: &Path, size: u64) -> Result<(), RootfsError> {
-    let mount_error = |source| RootfsError::MountTmpfs { target: target.to_path_buf(), size_mib: size / MIB, source };
-    std::fs::create_dir_all(target).map_err(|source| RootfsError::CreateTarget { target: target.to_path_buf(), source })?;
+    let mount_error = |source| RootfsError::MountTmpfs {
+        target: target.to_path_buf(),
+        size_mib: size / MIB,
+        source,
+    };
+    std::fs::create_dir_all(target).map_err(|source| RootfsError::CreateTarget {
+        target: target.to_path_buf(),
+        source,
+    })?;
     let options = format!("size={size},mode=0755");
-    mount(Some("rootfs"), target, Some("tmpfs"), MsFlags::empty(), Some(options.as_str())).map_err(mount_error)
+    mount(
+        Some("rootfs"),
+        target,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(mount_error)
 }
 
 /// Unpacks each layer into `target`, deleting it from the initramfs once it is unpacked.
@@ -202,9 +239,17 @@ pub fn unpack_layers(layers: &[Layer], target: &Path) -> Result<(), RootfsError>
         unpack_layer(&layer.path, target)?;
         if let Err(e) = std::fs::remove_file(&layer.path) {
             // The copy is done; the layer only wastes memory until the initramfs is emptied.
-            log::warn!("cannot delete {} after unpacking it: {e}", layer.path.display());
+            log::warn!(
+                "cannot delete {} after unpacking it: {e}",
+                layer.path.display()
+            );
         }
-        log::info!("unpacked {} ({} entries, {} MiB)", layer.path.display(), layer.entries, layer.ram_bytes / MIB);
+        log::info!(
+            "unpacked {} ({} entries, {} MiB)",
+            layer.path.display(),
+            layer.entries,
+            layer.ram_bytes / MIB
+        );
     }
     Ok(())
 }
@@ -215,7 +260,10 @@ fn unpack_layer(path: &Path, target: &Path) -> Result<(), RootfsError> {
         target: target.to_path_buf(),
         detail: error_chain(&source),
     };
-    let mut file = File::open(path).map_err(|source| RootfsError::ReadLayer { layer: path.to_path_buf(), source })?;
+    let mut file = File::open(path).map_err(|source| RootfsError::ReadLayer {
+        layer: path.to_path_buf(),
+        source,
+    })?;
     let mut magic = [0u8; 262];
     // An empty layer file is a valid, empty tar for our purposes.
     if file.read(&mut magic).map_err(unpack_error)? == 0 {
@@ -251,26 +299,44 @@ mod tests {
     #[test]
     fn meminfo_is_parsed_in_bytes() {
         let text = "MemTotal:        2048000 kB\nMemFree:   100 kB\nMemAvailable:    1024000 kB\n";
-        assert_eq!(parse_meminfo(text), Some(MemInfo { total: 2048000 * 1024, available: 1024000 * 1024 }));
+        assert_eq!(
+            parse_meminfo(text),
+            Some(MemInfo {
+                total: 2048000 * 1024,
+                available: 1024000 * 1024
+            })
+        );
         assert_eq!(parse_meminfo("MemTotal: 1 kB\n"), None);
     }
 
     #[test]
     fn tmpfs_gets_contents_plus_headroom() {
-        let mem = MemInfo { total: 4 * GIB, available: 3 * GIB };
-        assert_eq!(plan_tmpfs_size(400 * MIB, mem).unwrap(), 400 * MIB + MIN_HEADROOM);
+        let mem = MemInfo {
+            total: 4 * GIB,
+            available: 3 * GIB,
+        };
+        assert_eq!(
+            plan_tmpfs_size(400 * MIB, mem).unwrap(),
+            400 * MIB + MIN_HEADROOM
+        );
         assert_eq!(plan_tmpfs_size(2 * GIB, mem).unwrap(), 2 * GIB + GIB / 2);
     }
 
     #[test]
     fn tmpfs_never_exceeds_total_memory() {
-        let mem = MemInfo { total: 1100 * MIB, available: 1050 * MIB };
+        let mem = MemInfo {
+            total: 1100 * MIB,
+            available: 1050 * MIB,
+        };
         assert_eq!(plan_tmpfs_size(900 * MIB, mem).unwrap(), 1100 * MIB);
     }
 
     #[test]
     fn too_big_a_root_filesystem_names_needed_available_and_a_fix() {
-        let mem = MemInfo { total: 1024 * MIB, available: 600 * MIB };
+        let mem = MemInfo {
+            total: 1024 * MIB,
+            available: 600 * MIB,
+        };
         let error = plan_tmpfs_size(500 * MIB, mem).unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -289,19 +355,33 @@ mod tests {
                 let mut header = tar::Header::new_gnu();
                 header.set_size(*size as u64);
                 header.set_mode(0o644);
-                builder.append_data(&mut header, format!("f{i}"), &vec![7u8; *size][..]).unwrap();
+                builder
+                    .append_data(&mut header, format!("f{i}"), &vec![7u8; *size][..])
+                    .unwrap();
             }
             builder.finish().unwrap();
         }
         std::fs::write(dir.path().join("notes.txt"), "not a layer").unwrap();
         let layers = scan_layers(dir.path()).unwrap();
-        let summary: Vec<_> = layers.iter().map(|l| (l.path.file_name().unwrap().to_str().unwrap(), l.ram_bytes, l.entries)).collect();
+        let summary: Vec<_> = layers
+            .iter()
+            .map(|l| {
+                (
+                    l.path.file_name().unwrap().to_str().unwrap(),
+                    l.ram_bytes,
+                    l.entries,
+                )
+            })
+            .collect();
         assert_eq!(summary, [("00-a.tar", 3 * PAGE, 2), ("10-b.tar", PAGE, 1)]);
     }
 
     #[test]
     fn an_empty_directory_has_no_layers() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(scan_layers(dir.path()), Err(RootfsError::NoLayers { .. })));
+        assert!(matches!(
+            scan_layers(dir.path()),
+            Err(RootfsError::NoLayers { .. })
+        ));
     }
 }

@@ -33,7 +33,10 @@ fn rootfs_copy_and_switch_root_exec_the_real_init() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         child(Path::new(&dir));
     }
-    assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} is missing: install busybox-static (cargo xtask deps)");
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} is missing: install busybox-static (cargo xtask deps)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let layers = dir.path().join("layers");
     std::fs::create_dir(&layers).unwrap();
@@ -43,7 +46,13 @@ fn rootfs_copy_and_switch_root_exec_the_real_init() {
     let mut process = Command::new("unshare")
         .args(["--mount", "--pid", "--fork", "--propagation", "private"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", TEST_NAME, "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            TEST_NAME,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -51,7 +60,9 @@ fn rootfs_copy_and_switch_root_exec_the_real_init() {
     let report = wait_for_line(process.stdout.take().unwrap(), "PXEN-TEST-INIT", DEADLINE);
     let status = process.wait().unwrap();
 
-    let report = report.unwrap_or_else(|output| panic!("the test init never reported within {DEADLINE:?}; the child printed:\n{output}"));
+    let report = report.unwrap_or_else(|output| {
+        panic!("the test init never reported within {DEADLINE:?}; the child printed:\n{output}")
+    });
     eprintln!("{report}");
     for expected in [
         "pid=1 ",
@@ -65,13 +76,20 @@ fn rootfs_copy_and_switch_root_exec_the_real_init() {
         "proc=init ",
         "args=single",
     ] {
-        assert!(report.contains(expected), "expected {expected:?} in the test init's report: {report}");
+        assert!(
+            report.contains(expected),
+            "expected {expected:?} in the test init's report: {report}"
+        );
     }
     assert!(status.success(), "the namespace exited with {status}");
 }
 
 /// Reads lines until one contains `marker`; on timeout returns everything read.
-fn wait_for_line(stdout: impl std::io::Read + Send + 'static, marker: &'static str, deadline: Duration) -> Result<String, String> {
+fn wait_for_line(
+    stdout: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+    deadline: Duration,
+) -> Result<String, String> {
     let (send, receive) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -116,18 +134,29 @@ fn write_base_layer(path: &Path) {
         let mut h = header(tar::EntryType::Directory, 0o755, 0);
         builder.append_data(&mut h, dir, &[][..]).unwrap();
     }
-    add_file(&mut builder, "bin/busybox", 0o755, &std::fs::read(BUSYBOX).unwrap());
+    add_file(
+        &mut builder,
+        "bin/busybox",
+        0o755,
+        &std::fs::read(BUSYBOX).unwrap(),
+    );
     add_file(&mut builder, "sbin/init", 0o755, TEST_INIT.as_bytes());
     add_file(&mut builder, "usr/bin/suid-file", 0o4755, b"x");
     add_file(&mut builder, "etc/layer", 0o644, b"base");
     let mut owned = header(tar::EntryType::Regular, 0o600, 1);
     owned.set_uid(1234);
     owned.set_gid(5678);
-    builder.append_data(&mut owned, "srv/owned", &b"o"[..]).unwrap();
+    builder
+        .append_data(&mut owned, "srv/owned", &b"o"[..])
+        .unwrap();
     let mut link = header(tar::EntryType::Symlink, 0o777, 0);
-    builder.append_link(&mut link, "usr/bin/link", "suid-file").unwrap();
+    builder
+        .append_link(&mut link, "usr/bin/link", "suid-file")
+        .unwrap();
     let mut hard = header(tar::EntryType::Link, 0o4755, 0);
-    builder.append_link(&mut hard, "usr/bin/hard", "usr/bin/suid-file").unwrap();
+    builder
+        .append_link(&mut hard, "usr/bin/hard", "usr/bin/suid-file")
+        .unwrap();
     builder.finish().unwrap();
 }
 
@@ -149,15 +178,29 @@ fn child(dir: &Path) -> ! {
 }
 
 fn boot_from_fake_initramfs(dir: &Path) -> Result<std::convert::Infallible, String> {
-    assert_eq!(std::process::id(), 1, "the child must be PID 1 of its namespace");
+    assert_eq!(
+        std::process::id(),
+        1,
+        "the child must be PID 1 of its namespace"
+    );
     let initramfs = dir.join("initramfs");
     std::fs::create_dir_all(&initramfs).map_err(|e| e.to_string())?;
-    nix::mount::mount(Some("initramfs"), &initramfs, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|e| format!("mount tmpfs: {e}"))?;
+    nix::mount::mount(
+        Some("initramfs"),
+        &initramfs,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount tmpfs: {e}"))?;
     let layers_in_initramfs = initramfs.join("rootfs");
     std::fs::create_dir(&layers_in_initramfs).map_err(|e| e.to_string())?;
     for name in ["00-base.tar", "20-overlay.tar"] {
-        std::fs::copy(dir.join("layers").join(name), layers_in_initramfs.join(name)).map_err(|e| e.to_string())?;
+        std::fs::copy(
+            dir.join("layers").join(name),
+            layers_in_initramfs.join(name),
+        )
+        .map_err(|e| e.to_string())?;
     }
     nix::unistd::chroot(&initramfs).map_err(|e| format!("chroot: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))?;

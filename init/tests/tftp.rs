@@ -45,7 +45,11 @@ impl Server {
         configure(&mut config);
         let source = DirSource::new(dir.path().to_path_buf()).expect("source");
         let handle = spawn(config, Arc::new(source)).expect("the server binds");
-        Server { dir, handle, events }
+        Server {
+            dir,
+            handle,
+            events,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -70,14 +74,28 @@ impl Server {
 
 fn summary(event: &TftpEvent) -> String {
     match event {
-        TftpEvent::Started { path, size, blksize, windowsize, .. } => {
+        TftpEvent::Started {
+            path,
+            size,
+            blksize,
+            windowsize,
+            ..
+        } => {
             format!("started {path} size={size} blksize={blksize} windowsize={windowsize}")
         }
         TftpEvent::Finished(report) => match &report.result {
-            Ok(()) => format!("finished {} size={} blksize={}", report.path, report.size, report.blksize),
+            Ok(()) => format!(
+                "finished {} size={} blksize={}",
+                report.path, report.size, report.blksize
+            ),
             Err(error) => format!("failed {}: {error}", report.path),
         },
-        TftpEvent::Refused { request, code, reason, .. } => {
+        TftpEvent::Refused {
+            request,
+            code,
+            reason,
+            ..
+        } => {
             format!("refused {request:?} code={} {reason}", code.to_u16())
         }
     }
@@ -98,13 +116,19 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 
 /// Runs a client program; a missing program fails the test with the package that provides it.
 fn run(program: &str, package: &str, args: &[&str]) -> Output {
-    let output = Command::new("timeout").arg("60").arg(program).args(args).output();
+    let output = Command::new("timeout")
+        .arg("60")
+        .arg(program)
+        .args(args)
+        .output();
     match output {
         Ok(output) if output.status.code() == Some(127) => {
             panic!("{program} is not installed: install the Debian package {package} (cargo xtask deps)")
         }
         Ok(output) => output,
-        Err(error) => panic!("cannot run {program} (Debian package {package}) under timeout(1): {error}"),
+        Err(error) => {
+            panic!("cannot run {program} (Debian package {package}) under timeout(1): {error}")
+        }
     }
 }
 
@@ -112,13 +136,29 @@ fn assert_same_file(got: &Path, expected: &Path) {
     let got = std::fs::read(got).unwrap_or_else(|e| panic!("{}: {e}", got.display()));
     let expected = std::fs::read(expected).expect("the served file");
     assert_eq!(got.len(), expected.len(), "length");
-    assert!(got == expected, "the received file differs from the served one");
+    assert!(
+        got == expected,
+        "the received file differs from the served one"
+    );
 }
 
 fn curl(server: &Server, path: &str, blksize: u16, out: &Path) -> Output {
     let blksize = blksize.to_string();
     let url = server.url(path);
-    run("curl", "curl", &["-sS", "--max-time", "50", "--tftp-blksize", &blksize, "-o", &out.to_string_lossy(), &url])
+    run(
+        "curl",
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "50",
+            "--tftp-blksize",
+            &blksize,
+            "-o",
+            &out.to_string_lossy(),
+            &url,
+        ],
+    )
 }
 
 #[test]
@@ -128,7 +168,11 @@ fn curl_fetches_five_megabytes_intact_at_every_block_size() {
     for blksize in [512u16, 1468, 8192] {
         let received = out.path().join(format!("five-{blksize}"));
         let output = curl(&server, "five", blksize, &received);
-        assert!(output.status.success(), "curl blksize {blksize}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "curl blksize {blksize}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert_same_file(&received, &server.path("five"));
         server.expect_event(&format!("started five size=5000000 blksize={blksize}"));
         server.expect_event(&format!("finished five size=5000000 blksize={blksize}"));
@@ -161,9 +205,15 @@ fn atftp_fetches_with_a_window_and_tsize() {
                 &server.handle.local_addr().port().to_string(),
             ],
         );
-        assert!(output.status.success(), "atftp: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "atftp: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert_same_file(&received, &server.path("five"));
-        server.expect_event(&format!("started five size=5000000 blksize={blksize} windowsize={granted}"));
+        server.expect_event(&format!(
+            "started five size=5000000 blksize={blksize} windowsize={granted}"
+        ));
         server.expect_event("finished five");
     }
 }
@@ -176,7 +226,11 @@ fn curl_crosses_the_block_number_rollover() {
     let out = tempfile::tempdir().expect("tempdir");
     let received = out.path().join("long");
     let output = curl(&server, "long", 8, &received);
-    assert!(output.status.success(), "curl: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_same_file(&received, &server.path("long"));
 }
 
@@ -193,22 +247,58 @@ fn tftp_hpa_gets_octet_and_is_refused_netascii_and_writes() {
     let out = tempfile::tempdir().expect("tempdir");
     let port = server.handle.local_addr().port().to_string();
     let received = out.path().join("five");
-    let output = tftp_hpa(&port, "octet", &["get", "five", &received.to_string_lossy()]);
-    assert!(output.status.success(), "tftp: {}", String::from_utf8_lossy(&output.stderr));
+    let output = tftp_hpa(
+        &port,
+        "octet",
+        &["get", "five", &received.to_string_lossy()],
+    );
+    assert!(
+        output.status.success(),
+        "tftp: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_same_file(&received, &server.path("five"));
 
-    let output = tftp_hpa(&port, "netascii", &["get", "small", &out.path().join("ascii").to_string_lossy()]);
-    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(said.contains("Error code 4") && said.contains("octet (binary) mode only"), "{said}");
+    let output = tftp_hpa(
+        &port,
+        "netascii",
+        &["get", "small", &out.path().join("ascii").to_string_lossy()],
+    );
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("Error code 4") && said.contains("octet (binary) mode only"),
+        "{said}"
+    );
 
-    let output = tftp_hpa(&port, "octet", &["put", &server.path("small").to_string_lossy(), "uploaded"]);
-    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(said.contains("Error code 2: PXEN serves read-only"), "{said}");
+    let output = tftp_hpa(
+        &port,
+        "octet",
+        &["put", &server.path("small").to_string_lossy(), "uploaded"],
+    );
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("Error code 2: PXEN serves read-only"),
+        "{said}"
+    );
     assert!(!server.path("uploaded").exists());
 
-    let output = tftp_hpa(&port, "octet", &["get", "../../etc/passwd", &out.path().join("passwd").to_string_lossy()]);
-    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(said.contains("Error code 2") && said.contains("contains '..'"), "{said}");
+    let output = tftp_hpa(
+        &port,
+        "octet",
+        &[
+            "get",
+            "../../etc/passwd",
+            &out.path().join("passwd").to_string_lossy(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("Error code 2") && said.contains("contains '..'"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -219,12 +309,29 @@ fn curl_is_refused_escapes_and_told_of_missing_files() {
     // curl's exit codes: 68 = TFTP file not found, 69 = TFTP permission problem.
     for (path, exit, event) in [
         ("missing", 68, "refused \"missing\" code=1"),
-        ("escape", 69, "refused \"escape\" code=2 escape: not served: a symbolic link leads outside"),
-        ("%2e%2e/%2e%2e/etc/passwd", 69, "refused \"../../etc/passwd\" code=2"),
-        ("%5cetc%5cpasswd", 69, "refused \"\\\\etc\\\\passwd\" code=2"),
+        (
+            "escape",
+            69,
+            "refused \"escape\" code=2 escape: not served: a symbolic link leads outside",
+        ),
+        (
+            "%2e%2e/%2e%2e/etc/passwd",
+            69,
+            "refused \"../../etc/passwd\" code=2",
+        ),
+        (
+            "%5cetc%5cpasswd",
+            69,
+            "refused \"\\\\etc\\\\passwd\" code=2",
+        ),
     ] {
         let output = curl(&server, path, 512, &received);
-        assert_eq!(output.status.code(), Some(exit), "{path}: {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(exit),
+            "{path}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         server.expect_event(event);
     }
     assert!(!received.exists() || std::fs::read(&received).expect("read").is_empty());
@@ -247,7 +354,11 @@ fn concurrent_curls_each_get_the_whole_file() {
         })
         .collect();
     for (mut child, received) in children {
-        assert!(child.wait().expect("wait for curl").success(), "{}", received.display());
+        assert!(
+            child.wait().expect("wait for curl").success(),
+            "{}",
+            received.display()
+        );
         assert_same_file(&received, &server.path("five"));
     }
 }
@@ -262,7 +373,10 @@ impl Client {
     fn new(server: &Server) -> Client {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         socket.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        Client { socket, server: server.handle.local_addr() }
+        Client {
+            socket,
+            server: server.handle.local_addr(),
+        }
     }
 
     fn send(&self, repr: &Repr<'_>) {
@@ -274,7 +388,11 @@ impl Client {
     }
 
     fn read(&self, filename: &str, options: &[(&str, &str)]) {
-        self.send(&Repr::ReadRequest(Request { filename, mode: "octet", options: options.to_vec() }));
+        self.send(&Repr::ReadRequest(Request {
+            filename,
+            mode: "octet",
+            options: options.to_vec(),
+        }));
     }
 
     /// The next packet, and the server's transfer socket it came from.
@@ -293,7 +411,10 @@ impl Client {
         match Repr::parse_bytes(&bytes) {
             Ok(Repr::Error { code: got, message }) => {
                 assert_eq!(got, code, "{message}");
-                assert!(message.contains(message_part), "{message:?} should contain {message_part:?}");
+                assert!(
+                    message.contains(message_part),
+                    "{message:?} should contain {message_part:?}"
+                );
             }
             other => panic!("expected ERROR {code:?}, got {other:?}"),
         }
@@ -311,7 +432,9 @@ impl Client {
     }
 
     fn ack(&self, to: SocketAddr, block: u16) {
-        self.socket.send_to(&Repr::Ack { block }.to_bytes(), to).expect("send ACK");
+        self.socket
+            .send_to(&Repr::Ack { block }.to_bytes(), to)
+            .expect("send ACK");
     }
 }
 
@@ -321,19 +444,42 @@ fn every_escape_and_bad_request_gets_its_error_code() {
     let client = Client::new(&server);
     for (path, code, message) in [
         ("../etc/passwd", ErrorCode::AccessViolation, "contains '..'"),
-        ("/../../etc/passwd", ErrorCode::AccessViolation, "contains '..'"),
-        ("//etc/passwd", ErrorCode::AccessViolation, "empty component"),
+        (
+            "/../../etc/passwd",
+            ErrorCode::AccessViolation,
+            "contains '..'",
+        ),
+        (
+            "//etc/passwd",
+            ErrorCode::AccessViolation,
+            "empty component",
+        ),
         ("..\\etc\\passwd", ErrorCode::AccessViolation, "backslash"),
-        ("escape", ErrorCode::AccessViolation, "symbolic link leads outside"),
-        ("/etc/passwd", ErrorCode::FileNotFound, "etc/passwd: no such file"),
+        (
+            "escape",
+            ErrorCode::AccessViolation,
+            "symbolic link leads outside",
+        ),
+        (
+            "/etc/passwd",
+            ErrorCode::FileNotFound,
+            "etc/passwd: no such file",
+        ),
         ("missing", ErrorCode::FileNotFound, "missing: no such file"),
     ] {
         client.read(path, &[]);
         client.expect_error(code, message);
     }
     client.send_bytes(b"\x00\x01small\x00octet\x00blksize\x00");
-    client.expect_error(ErrorCode::IllegalOperation, "malformed request: the TFTP option \"blksize\" has no value");
-    client.send(&Repr::WriteRequest(Request { filename: "small", mode: "octet", options: vec![] }));
+    client.expect_error(
+        ErrorCode::IllegalOperation,
+        "malformed request: the TFTP option \"blksize\" has no value",
+    );
+    client.send(&Repr::WriteRequest(Request {
+        filename: "small",
+        mode: "octet",
+        options: vec![],
+    }));
     client.expect_error(ErrorCode::AccessViolation, "PXEN serves read-only");
     client.send_bytes(b"\x00\x09");
     client.expect_error(ErrorCode::IllegalOperation, "unknown TFTP opcode 9");
@@ -347,13 +493,22 @@ fn every_escape_and_bad_request_gets_its_error_code() {
 fn options_are_acknowledged_and_ack_0_starts_the_data() {
     let server = Server::start(|_| {});
     let client = Client::new(&server);
-    client.read("five", &[("blksize", "1024"), ("tsize", "0"), ("color", "blue")]);
+    client.read(
+        "five",
+        &[("blksize", "1024"), ("tsize", "0"), ("color", "blue")],
+    );
     let (bytes, transfer) = client.receive("OACK");
     assert_eq!(
         Repr::parse_bytes(&bytes),
-        Ok(Repr::OptionAck { options: vec![("blksize", "1024"), ("tsize", "5000000")] })
+        Ok(Repr::OptionAck {
+            options: vec![("blksize", "1024"), ("tsize", "5000000")]
+        })
     );
-    assert_ne!(transfer, server.handle.local_addr(), "the transfer runs on its own port");
+    assert_ne!(
+        transfer,
+        server.handle.local_addr(),
+        "the transfer runs on its own port"
+    );
     client.ack(transfer, 0);
     let (data, from) = client.expect_data(1);
     assert_eq!((data.len(), from), (1024, transfer));
@@ -394,7 +549,10 @@ fn silence_gets_retransmissions_then_a_timeout_error() {
     }
     client.expect_error(ErrorCode::NotDefined, "timed out");
     let failed = server.expect_event("failed small");
-    assert!(failed.contains("stopped acknowledging small at block 1 (after 3 retransmissions"), "{failed}");
+    assert!(
+        failed.contains("stopped acknowledging small at block 1 (after 3 retransmissions"),
+        "{failed}"
+    );
 }
 
 #[test]
@@ -426,9 +584,20 @@ fn stopping_the_server_ends_running_transfers_with_an_error() {
     let client = Client::new(&server);
     client.read("small", &[]);
     client.expect_data(1);
-    let Server { handle, events, dir: _dir } = server;
+    let Server {
+        handle,
+        events,
+        dir: _dir,
+    } = server;
     handle.stop();
     client.expect_error(ErrorCode::NotDefined, "stopping");
-    let failed = events.recv_timeout(DEADLINE).into_iter().chain(events.iter()).find(|e| e.starts_with("failed small"));
-    assert!(failed.is_some_and(|e| e.contains("TFTP server is stopping")), "no 'failed small' event after the stop");
+    let failed = events
+        .recv_timeout(DEADLINE)
+        .into_iter()
+        .chain(events.iter())
+        .find(|e| e.starts_with("failed small"));
+    assert!(
+        failed.is_some_and(|e| e.contains("TFTP server is stopping")),
+        "no 'failed small' event after the stop"
+    );
 }

@@ -5,13 +5,14 @@
 //! The same inputs give a byte-identical archive: entries are sorted, owners, times and
 //! inode numbers are fixed, and the generated layers are written with fixed metadata.
 
-mod cpio;
 mod early;
 mod layers;
 mod modinfo;
 mod module_layer;
 
 use std::collections::BTreeMap;
+
+use pxen::cpio;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -496,8 +497,8 @@ mod tests {
 
         let archive = zstd::decode_all(bytes.as_slice()).unwrap();
         assert_eq!(report.uncompressed_bytes, archive.len() as u64);
-        let entries = cpio::tests::parse(&archive);
-        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        let entries = cpio::read_archive(&archive).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         for expected in [
             "dev",
             "dev/console",
@@ -525,9 +526,9 @@ mod tests {
         );
         let load = entries
             .iter()
-            .find(|e| e.0.ends_with(EARLY_LOAD_LIST))
+            .find(|e| e.name.ends_with(EARLY_LOAD_LIST))
             .unwrap();
-        assert_eq!(load.7, b"kernel/fs/fat/fat.ko\nkernel/fs/fat/vfat.ko\n");
+        assert_eq!(load.data, b"kernel/fs/fat/fat.ko\nkernel/fs/fat/vfat.ko\n");
         assert_eq!(
             report.early_modules,
             ["fat", "vfat"],

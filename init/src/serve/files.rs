@@ -38,7 +38,9 @@ pub enum PathError {
         requested: String,
     },
     /// A backslash: DOS-style separators are refused rather than guessed at.
-    #[error("the requested path {requested:?} contains a backslash; use '/' to separate directories")]
+    #[error(
+        "the requested path {requested:?} contains a backslash; use '/' to separate directories"
+    )]
     Backslash {
         /// The path as requested.
         requested: String,
@@ -50,7 +52,9 @@ pub enum PathError {
         requested: String,
     },
     /// A `.` component.
-    #[error("the requested path {requested:?} contains a '.' component; request the path without it")]
+    #[error(
+        "the requested path {requested:?} contains a '.' component; request the path without it"
+    )]
     CurrentDir {
         /// The path as requested.
         requested: String,
@@ -121,7 +125,9 @@ impl Content for Vec<u8> {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
         let count = buf.len().min(self.len() - start);
         buf[..count].copy_from_slice(&self[start..start + count]);
         Ok(count)
@@ -177,7 +183,10 @@ impl DirSource {
         if !root.is_dir() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotADirectory,
-                format!("{} is not a directory; give the directory that holds the boot files", root.display()),
+                format!(
+                    "{} is not a directory; give the directory that holds the boot files",
+                    root.display()
+                ),
             ));
         }
         Ok(DirSource { root })
@@ -191,7 +200,9 @@ impl DirSource {
     /// The file's real location, checked to lie below the root.
     fn resolve(&self, path: &SafePath) -> Result<PathBuf, OpenError> {
         let joined = self.root.join(path.as_str());
-        let resolved = joined.canonicalize().map_err(|source| io_error(path, source))?;
+        let resolved = joined
+            .canonicalize()
+            .map_err(|source| io_error(path, source))?;
         if !resolved.starts_with(&self.root) {
             return Err(OpenError::Forbidden {
                 path: path.to_string(),
@@ -214,9 +225,15 @@ impl FileSource for DirSource {
             .map_err(|source| io_error(path, source))?;
         let metadata = file.metadata().map_err(|source| io_error(path, source))?;
         if !metadata.is_file() {
-            return Err(OpenError::Forbidden { path: path.to_string(), why: "it is not a regular file" });
+            return Err(OpenError::Forbidden {
+                path: path.to_string(),
+                why: "it is not a regular file",
+            });
         }
-        Ok(Arc::new(FileContent { file, len: metadata.len() }))
+        Ok(Arc::new(FileContent {
+            file,
+            len: metadata.len(),
+        }))
     }
 }
 
@@ -224,14 +241,18 @@ impl FileSource for DirSource {
 fn io_error(path: &SafePath, source: std::io::Error) -> OpenError {
     match source.kind() {
         // A missing file, or a path through a regular file ("pxelinux.0/x").
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
-            OpenError::NotFound { path: path.to_string() }
-        }
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => OpenError::NotFound {
+            path: path.to_string(),
+        },
         // ELOOP from O_NOFOLLOW: see DirSource::open.
-        _ if source.raw_os_error() == Some(libc::ELOOP) => {
-            OpenError::Forbidden { path: path.to_string(), why: "a symbolic link was swapped in while opening" }
-        }
-        _ => OpenError::Io { path: path.to_string(), source },
+        _ if source.raw_os_error() == Some(libc::ELOOP) => OpenError::Forbidden {
+            path: path.to_string(),
+            why: "a symbolic link was swapped in while opening",
+        },
+        _ => OpenError::Io {
+            path: path.to_string(),
+            source,
+        },
     }
 }
 
@@ -264,7 +285,10 @@ mod tests {
             ("pxelinux.0", "pxelinux.0"),
             ("/pxelinux.0", "pxelinux.0"),
             ("pxelinux.cfg/default", "pxelinux.cfg/default"),
-            ("/pxelinux.cfg/01-52-54-00-12-34-56", "pxelinux.cfg/01-52-54-00-12-34-56"),
+            (
+                "/pxelinux.cfg/01-52-54-00-12-34-56",
+                "pxelinux.cfg/01-52-54-00-12-34-56",
+            ),
             ("a..b/..c/d..", "a..b/..c/d.."),
             (".hidden", ".hidden"),
         ] {
@@ -283,20 +307,38 @@ mod tests {
             ("", |requested| PathError::Empty { requested }),
             ("/", |requested| PathError::Empty { requested }),
             ("..", |requested| PathError::ParentDir { requested }),
-            ("../etc/passwd", |requested| PathError::ParentDir { requested }),
-            ("/../etc/passwd", |requested| PathError::ParentDir { requested }),
-            ("boot/../../etc", |requested| PathError::ParentDir { requested }),
+            ("../etc/passwd", |requested| PathError::ParentDir {
+                requested,
+            }),
+            ("/../etc/passwd", |requested| PathError::ParentDir {
+                requested,
+            }),
+            ("boot/../../etc", |requested| PathError::ParentDir {
+                requested,
+            }),
             ("boot/..", |requested| PathError::ParentDir { requested }),
-            ("./pxelinux.0", |requested| PathError::CurrentDir { requested }),
-            ("//etc/passwd", |requested| PathError::EmptyComponent { requested }),
+            ("./pxelinux.0", |requested| PathError::CurrentDir {
+                requested,
+            }),
+            ("//etc/passwd", |requested| PathError::EmptyComponent {
+                requested,
+            }),
             ("a//b", |requested| PathError::EmptyComponent { requested }),
             ("dir/", |requested| PathError::EmptyComponent { requested }),
-            ("..\\etc\\passwd", |requested| PathError::Backslash { requested }),
-            ("C:\\boot.ini", |requested| PathError::Backslash { requested }),
+            ("..\\etc\\passwd", |requested| PathError::Backslash {
+                requested,
+            }),
+            ("C:\\boot.ini", |requested| PathError::Backslash {
+                requested,
+            }),
             ("pxelinux.0\0.txt", |requested| PathError::Nul { requested }),
         ];
         for (requested, expected) in cases {
-            assert_eq!(SafePath::parse(requested), Err(expected(requested.to_string())), "{requested:?}");
+            assert_eq!(
+                SafePath::parse(requested),
+                Err(expected(requested.to_string())),
+                "{requested:?}"
+            );
         }
     }
 
@@ -324,7 +366,10 @@ mod tests {
         std::fs::write(dir.path().join("sub/file"), b"inside").expect("write");
         symlink("sub/file", dir.path().join("link")).expect("symlink");
         let source = DirSource::new(dir.path().to_path_buf()).expect("source");
-        assert_eq!(read_all(&*open(&source, "/sub/file").expect("open")), b"inside");
+        assert_eq!(
+            read_all(&*open(&source, "/sub/file").expect("open")),
+            b"inside"
+        );
         let linked = open(&source, "link").expect("a link inside the root is served");
         assert_eq!(linked.len(), 6);
         assert_eq!(read_all(&*linked), b"inside");
@@ -339,19 +384,26 @@ mod tests {
         std::fs::write(dir.path().join("file"), b"x").expect("write");
         symlink(outside.path().join("secret"), dir.path().join("escape")).expect("symlink");
         symlink(outside.path(), dir.path().join("escape-dir")).expect("symlink");
-        nix::unistd::mkfifo(&dir.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        nix::unistd::mkfifo(&dir.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU)
+            .expect("mkfifo");
         let source = DirSource::new(dir.path().to_path_buf()).expect("source");
 
         let forbidden = |path: &str, reason: &str| match open(&source, path) {
             Err(OpenError::Forbidden { why, .. }) => assert!(why.contains(reason), "{path}: {why}"),
-            other => panic!("{path}: expected Forbidden ({reason}), got {:?}", other.map(|c| c.len())),
+            other => panic!(
+                "{path}: expected Forbidden ({reason}), got {:?}",
+                other.map(|c| c.len())
+            ),
         };
         forbidden("escape", "outside");
         forbidden("escape-dir/secret", "outside");
         forbidden("sub", "not a regular file");
         forbidden("fifo", "not a regular file");
         for missing in ["missing", "sub/missing", "file/below-a-file"] {
-            assert!(matches!(open(&source, missing), Err(OpenError::NotFound { .. })), "{missing}");
+            assert!(
+                matches!(open(&source, missing), Err(OpenError::NotFound { .. })),
+                "{missing}"
+            );
         }
     }
 
@@ -362,6 +414,9 @@ mod tests {
         assert_eq!(Content::read_at(&content, 8, &mut buf).expect("read"), 2);
         assert_eq!(&buf[..2], &[8, 9]);
         assert_eq!(Content::read_at(&content, 10, &mut buf).expect("read"), 0);
-        assert_eq!(Content::read_at(&content, u64::MAX, &mut buf).expect("read"), 0);
+        assert_eq!(
+            Content::read_at(&content, u64::MAX, &mut buf).expect("read"),
+            0
+        );
     }
 }

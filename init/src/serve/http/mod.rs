@@ -33,7 +33,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::serve::files::{FileSource, OpenError, SafePath};
 use status::StatusBoard;
-use wire::{BodyFraming, ConnectionHeader, Head, Limits, ParseError, RangeAnswer, RequestRepr, ResponseHead, Status};
+use wire::{
+    BodyFraming, ConnectionHeader, Head, Limits, ParseError, RangeAnswer, RequestRepr,
+    ResponseHead, Status,
+};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -95,7 +98,11 @@ pub struct Reply {
 impl Reply {
     /// A `text/plain` answer.
     pub fn text(status: Status, text: &str) -> Reply {
-        Reply { status, content_type: "text/plain; charset=utf-8", body: text.as_bytes().to_vec() }
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: text.as_bytes().to_vec(),
+        }
     }
 }
 
@@ -183,12 +190,19 @@ impl Shared {
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").field("config", &self.config).field("active", &self.active).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
     }
 }
 
 /// Binds `config.listen` and serves in background threads until the handle is stopped.
-pub fn spawn(config: HttpConfig, source: Arc<dyn FileSource>, status: StatusBoard) -> std::io::Result<HttpHandle> {
+pub fn spawn(
+    config: HttpConfig,
+    source: Arc<dyn FileSource>,
+    status: StatusBoard,
+) -> std::io::Result<HttpHandle> {
     let listener = TcpListener::bind(config.listen)?;
     // Non-blocking, so an accept after poll said "ready" cannot hang when the client has
     // already gone (the connection is then dropped from the queue).
@@ -208,19 +222,30 @@ pub fn spawn(config: HttpConfig, source: Arc<dyn FileSource>, status: StatusBoar
         .name(format!("http {local_addr}"))
         .spawn(move || accept_loop(&listener, &wake_read, &loop_shared))?;
     log::info!("http: serving on {local_addr}");
-    Ok(HttpHandle { local_addr, shared, wake: Some(wake_write), thread: Some(thread) })
+    Ok(HttpHandle {
+        local_addr,
+        shared,
+        wake: Some(wake_write),
+        thread: Some(thread),
+    })
 }
 
 fn accept_loop(listener: &TcpListener, wake: &OwnedFd, shared: &Arc<Shared>) {
     loop {
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+        ];
         if let Err(error) = nix::poll::poll(&mut fds, PollTimeout::NONE) {
             // EINTR: a signal arrived; anything else is transient too, poll again.
             log::debug!("http: poll: {error}");
             continue;
         }
         if fds[1].any().unwrap_or(true) || shared.stopping.load(Ordering::SeqCst) {
-            log::info!("http: stopped listening on {}", listener.local_addr().map_or("?".into(), |a| a.to_string()));
+            log::info!(
+                "http: stopped listening on {}",
+                listener.local_addr().map_or("?".into(), |a| a.to_string())
+            );
             return;
         }
         match listener.accept() {
@@ -242,13 +267,15 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let active = CountGuard::new(shared, Counter::Active);
     if active.count < max {
         let thread_shared = Arc::clone(shared);
-        let spawned = std::thread::Builder::new().name(format!("http {peer}")).spawn(move || {
-            let _active = active;
-            let mut connection = Connection::new(stream, peer, thread_shared);
-            if let Err(error) = connection.serve() {
-                log::info!("http: {error}");
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("http {peer}"))
+            .spawn(move || {
+                let _active = active;
+                let mut connection = Connection::new(stream, peer, thread_shared);
+                if let Err(error) = connection.serve() {
+                    log::info!("http: {error}");
+                }
+            });
         if let Err(error) = spawned {
             log::warn!("http: {peer}: cannot start a thread for the connection: {error}; dropped");
         }
@@ -260,20 +287,33 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     // that, under a flood, connections are simply closed.
     let refusing = CountGuard::new(shared, Counter::Refusing);
     if refusing.count >= max {
-        log::warn!("http: {peer}: dropped, {max} connections served and {max} being refused already");
+        log::warn!(
+            "http: {peer}: dropped, {max} connections served and {max} being refused already"
+        );
         return;
     }
     log::warn!("http: {peer}: refused with 503, {max} connections already (max_connections)");
     let thread_shared = Arc::clone(shared);
-    let spawned = std::thread::Builder::new().name(format!("http 503 {peer}")).spawn(move || {
-        let _refusing = refusing;
-        let mut connection = Connection::new(stream, peer, thread_shared);
-        if connection.send_error(Status::ServiceUnavailable, "too many connections; retry shortly", false).is_ok() {
-            connection.linger_close();
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name(format!("http 503 {peer}"))
+        .spawn(move || {
+            let _refusing = refusing;
+            let mut connection = Connection::new(stream, peer, thread_shared);
+            if connection
+                .send_error(
+                    Status::ServiceUnavailable,
+                    "too many connections; retry shortly",
+                    false,
+                )
+                .is_ok()
+            {
+                connection.linger_close();
+            }
+        });
     if let Err(error) = spawned {
-        log::warn!("http: {peer}: cannot start a thread to refuse the connection: {error}; dropped");
+        log::warn!(
+            "http: {peer}: cannot start a thread to refuse the connection: {error}; dropped"
+        );
     }
 }
 
@@ -295,13 +335,19 @@ struct CountGuard {
 impl CountGuard {
     fn new(shared: &Arc<Shared>, counter: Counter) -> CountGuard {
         let count = shared.counter(counter).fetch_add(1, Ordering::SeqCst);
-        CountGuard { shared: Arc::clone(shared), counter, count }
+        CountGuard {
+            shared: Arc::clone(shared),
+            counter,
+            count,
+        }
     }
 }
 
 impl Drop for CountGuard {
     fn drop(&mut self) {
-        self.shared.counter(self.counter).fetch_sub(1, Ordering::SeqCst);
+        self.shared
+            .counter(self.counter)
+            .fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -309,13 +355,29 @@ impl Drop for CountGuard {
 #[derive(Debug, thiserror::Error)]
 enum ConnectionError {
     #[error("{peer}: reading the request: {source}")]
-    Read { peer: SocketAddr, source: std::io::Error },
+    Read {
+        peer: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{peer}: sending the answer: {source} (the client closed the connection or stopped reading)")]
-    Write { peer: SocketAddr, source: std::io::Error },
+    Write {
+        peer: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{peer}: GET {path}: reading the file at byte {offset}: {source}; the connection is closed mid-body")]
-    ReadFile { peer: SocketAddr, path: String, offset: u64, source: std::io::Error },
+    ReadFile {
+        peer: SocketAddr,
+        path: String,
+        offset: u64,
+        source: std::io::Error,
+    },
     #[error("{peer}: GET {path}: the file ended at byte {offset}, before its announced end {end}; it changed while being served, the connection is closed mid-body")]
-    FileShrank { peer: SocketAddr, path: String, offset: u64, end: u64 },
+    FileShrank {
+        peer: SocketAddr,
+        path: String,
+        offset: u64,
+        end: u64,
+    },
 }
 
 /// What reading a request head gave.
@@ -343,7 +405,13 @@ struct Connection {
 
 impl Connection {
     fn new(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> Connection {
-        Connection { stream, peer, shared, received: Vec::new(), http10: false }
+        Connection {
+            stream,
+            peer,
+            shared,
+            received: Vec::new(),
+            http10: false,
+        }
     }
 
     fn serve(&mut self) -> Result<(), ConnectionError> {
@@ -354,7 +422,10 @@ impl Connection {
             .stream
             .set_nodelay(true)
             .and_then(|()| self.stream.set_nonblocking(false))
-            .and_then(|()| self.stream.set_write_timeout(Some(self.shared.config.write_timeout)));
+            .and_then(|()| {
+                self.stream
+                    .set_write_timeout(Some(self.shared.config.write_timeout))
+            });
         setup.map_err(|source| ConnectionError::Write { peer, source })?;
         while !self.shared.stopping.load(Ordering::SeqCst) {
             let request = match self.read_request()? {
@@ -384,7 +455,12 @@ impl Connection {
         let mut buf = [0u8; 4096];
         let mut drained = 0;
         while drained < MAX_DRAINED {
-            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { return };
+            let Some(left) = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+            else {
+                return;
+            };
             if self.stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
@@ -398,7 +474,8 @@ impl Connection {
     /// Reads until a whole head is received, within the limits and timeouts.
     fn read_request(&mut self) -> Result<Incoming, ConnectionError> {
         let config = &self.shared.config;
-        let (idle_timeout, request_timeout, limits) = (config.idle_timeout, config.request_timeout, config.limits);
+        let (idle_timeout, request_timeout, limits) =
+            (config.idle_timeout, config.request_timeout, config.limits);
         let waiting_since = Instant::now();
         let mut started: Option<Instant> = (!self.received.is_empty()).then(Instant::now);
         loop {
@@ -419,17 +496,26 @@ impl Connection {
                 Some(started) => started + request_timeout,
                 None => waiting_since + idle_timeout,
             };
-            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            let Some(left) = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+            else {
                 return self.timed_out(started.is_some());
             };
             self.stream
                 .set_read_timeout(Some(left))
-                .map_err(|source| ConnectionError::Read { peer: self.peer, source })?;
+                .map_err(|source| ConnectionError::Read {
+                    peer: self.peer,
+                    source,
+                })?;
             let mut buf = [0u8; 4096];
             match self.stream.read(&mut buf) {
                 Ok(0) => {
                     if !self.received.is_empty() {
-                        log::info!("http: {}: closed the connection in the middle of a request head", self.peer);
+                        log::info!(
+                            "http: {}: closed the connection in the middle of a request head",
+                            self.peer
+                        );
                     }
                     return Ok(Incoming::Gone);
                 }
@@ -437,12 +523,21 @@ impl Connection {
                     started.get_or_insert_with(Instant::now);
                     self.received.extend_from_slice(&buf[..n]);
                 }
-                Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
                     return self.timed_out(started.is_some());
                 }
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(error) if error.kind() == ErrorKind::ConnectionReset => return Ok(Incoming::Gone),
-                Err(source) => return Err(ConnectionError::Read { peer: self.peer, source }),
+                Err(error) if error.kind() == ErrorKind::ConnectionReset => {
+                    return Ok(Incoming::Gone)
+                }
+                Err(source) => {
+                    return Err(ConnectionError::Read {
+                        peer: self.peer,
+                        source,
+                    })
+                }
             }
         }
     }
@@ -460,8 +555,15 @@ impl Connection {
             log::debug!("http: {}: idle connection closed", self.peer);
             return Ok(Incoming::Gone);
         }
-        log::info!("http: {}: request head not complete within the request timeout", self.peer);
-        self.send_error(Status::RequestTimeout, "the request did not arrive in time", false)?;
+        log::info!(
+            "http: {}: request head not complete within the request timeout",
+            self.peer
+        );
+        self.send_error(
+            Status::RequestTimeout,
+            "the request did not arrive in time",
+            false,
+        )?;
         Ok(Incoming::Refused)
     }
 
@@ -502,18 +604,38 @@ impl Connection {
         match (method, path.as_str(), post_route) {
             ("POST", _, Some(route)) => {
                 let reply = route.handle(request, &body, self.peer);
-                self.send(reply.status, reply.content_type, &reply.body, false, keep_alive)?;
+                self.send(
+                    reply.status,
+                    reply.content_type,
+                    &reply.body,
+                    false,
+                    keep_alive,
+                )?;
             }
             (_, _, Some(_)) => self.send_not_allowed("POST", keep_alive)?,
             ("GET" | "HEAD", "/", None) => {
                 let page = self.shared.status.render_html(SystemTime::now());
-                self.send(Status::Ok, "text/html; charset=utf-8", page.as_bytes(), head_only, keep_alive)?;
+                self.send(
+                    Status::Ok,
+                    "text/html; charset=utf-8",
+                    page.as_bytes(),
+                    head_only,
+                    keep_alive,
+                )?;
             }
             ("GET" | "HEAD", "/status.json", None) => {
                 let json = self.shared.status.render_json();
-                self.send(Status::Ok, "application/json", json.as_bytes(), head_only, keep_alive)?;
+                self.send(
+                    Status::Ok,
+                    "application/json",
+                    json.as_bytes(),
+                    head_only,
+                    keep_alive,
+                )?;
             }
-            ("GET" | "HEAD", _, None) => return self.send_file(request, &path, head_only, keep_alive),
+            ("GET" | "HEAD", _, None) => {
+                return self.send_file(request, &path, head_only, keep_alive)
+            }
             _ => self.send_not_allowed("GET, HEAD", keep_alive)?,
         }
         Ok(keep_alive)
@@ -524,30 +646,52 @@ impl Connection {
     fn read_body(&mut self, length: u64) -> Result<Option<Vec<u8>>, ConnectionError> {
         let max = self.shared.config.max_body;
         let Some(length) = usize::try_from(length).ok().filter(|&l| l <= max) else {
-            let message = format!("a request body of {length} bytes is larger than the limit of {max}");
+            let message =
+                format!("a request body of {length} bytes is larger than the limit of {max}");
             log::info!("http: {}: {message}", self.peer);
             self.send_error(Status::ContentTooLarge, &message, false)?;
             return Ok(None);
         };
         let deadline = Instant::now() + self.shared.config.request_timeout;
         while self.received.len() < length {
-            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-                self.send_error(Status::RequestTimeout, "the request body did not arrive in time", false)?;
+            let Some(left) = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+            else {
+                self.send_error(
+                    Status::RequestTimeout,
+                    "the request body did not arrive in time",
+                    false,
+                )?;
                 return Ok(None);
             };
             self.stream
                 .set_read_timeout(Some(left))
-                .map_err(|source| ConnectionError::Read { peer: self.peer, source })?;
+                .map_err(|source| ConnectionError::Read {
+                    peer: self.peer,
+                    source,
+                })?;
             let mut buf = vec![0u8; (length - self.received.len()).min(CHUNK)];
             match self.stream.read(&mut buf) {
                 Ok(0) => return Ok(None),
                 Ok(n) => self.received.extend_from_slice(&buf[..n]),
-                Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    self.send_error(Status::RequestTimeout, "the request body did not arrive in time", false)?;
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    self.send_error(
+                        Status::RequestTimeout,
+                        "the request body did not arrive in time",
+                        false,
+                    )?;
                     return Ok(None);
                 }
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(source) => return Err(ConnectionError::Read { peer: self.peer, source }),
+                Err(source) => {
+                    return Err(ConnectionError::Read {
+                        peer: self.peer,
+                        source,
+                    })
+                }
             }
         }
         Ok(Some(self.received.drain(..length).collect()))
@@ -563,7 +707,12 @@ impl Connection {
         let safe = match SafePath::parse(path) {
             Ok(safe) => safe,
             Err(error) => {
-                log::info!("http: {}: {} {} refused: {error}", self.peer, request.method, request.target);
+                log::info!(
+                    "http: {}: {} {} refused: {error}",
+                    self.peer,
+                    request.method,
+                    request.target
+                );
                 self.send_error(Status::Forbidden, &error.to_string(), keep_alive)?;
                 return Ok(keep_alive);
             }
@@ -576,33 +725,47 @@ impl Connection {
                     OpenError::Forbidden { .. } => Status::Forbidden,
                     OpenError::Io { .. } => Status::InternalServerError,
                 };
-                log::info!("http: {}: {} {}: {status}: {error}", self.peer, request.method, request.target);
+                log::info!(
+                    "http: {}: {} {}: {status}: {error}",
+                    self.peer,
+                    request.method,
+                    request.target
+                );
                 self.send_error(status, &error.to_string(), keep_alive)?;
                 return Ok(keep_alive);
             }
         };
         let len = content.len();
         let if_range = request.header("if-range").is_some();
-        let (status, first, end, mut headers) = match wire::resolve_range(request.header("range"), if_range, len) {
-            RangeAnswer::Whole => (Status::Ok, 0, len, vec![]),
-            RangeAnswer::Part { first, last } => (
-                Status::PartialContent,
-                first,
-                last + 1,
-                vec![("Content-Range", format!("bytes {first}-{last}/{len}"))],
-            ),
-            RangeAnswer::Unsatisfiable => {
-                let head = ResponseHead {
-                    status: Status::RangeNotSatisfiable,
-                    body_len: 0,
-                    connection: connection_header(self.http10, keep_alive),
-                    headers: vec![("Content-Range", format!("bytes */{len}")), ("Accept-Ranges", "bytes".into())],
-                };
-                log::info!("http: {}: {} {}: 416, file has {len} bytes", self.peer, request.method, request.target);
-                self.write_head(&head)?;
-                return Ok(keep_alive);
-            }
-        };
+        let (status, first, end, mut headers) =
+            match wire::resolve_range(request.header("range"), if_range, len) {
+                RangeAnswer::Whole => (Status::Ok, 0, len, vec![]),
+                RangeAnswer::Part { first, last } => (
+                    Status::PartialContent,
+                    first,
+                    last + 1,
+                    vec![("Content-Range", format!("bytes {first}-{last}/{len}"))],
+                ),
+                RangeAnswer::Unsatisfiable => {
+                    let head = ResponseHead {
+                        status: Status::RangeNotSatisfiable,
+                        body_len: 0,
+                        connection: connection_header(self.http10, keep_alive),
+                        headers: vec![
+                            ("Content-Range", format!("bytes */{len}")),
+                            ("Accept-Ranges", "bytes".into()),
+                        ],
+                    };
+                    log::info!(
+                        "http: {}: {} {}: 416, file has {len} bytes",
+                        self.peer,
+                        request.method,
+                        request.target
+                    );
+                    self.write_head(&head)?;
+                    return Ok(keep_alive);
+                }
+            };
         headers.push(("Accept-Ranges", "bytes".into()));
         headers.push(("Content-Type", "application/octet-stream".into()));
         let head = ResponseHead {
@@ -620,19 +783,28 @@ impl Connection {
         }
         let mut offset = first;
         while offset < end || !out.is_empty() {
-            let room = CHUNK.saturating_sub(out.len()).min(usize::try_from(end - offset).unwrap_or(usize::MAX));
+            let room = CHUNK
+                .saturating_sub(out.len())
+                .min(usize::try_from(end - offset).unwrap_or(usize::MAX));
             if room > 0 {
                 let filled = out.len();
                 out.resize(filled + room, 0);
-                let read = content.read_at(offset, &mut out[filled..]).map_err(|source| ConnectionError::ReadFile {
-                    peer: self.peer,
-                    path: path.to_string(),
-                    offset,
-                    source,
-                })?;
+                let read = content
+                    .read_at(offset, &mut out[filled..])
+                    .map_err(|source| ConnectionError::ReadFile {
+                        peer: self.peer,
+                        path: path.to_string(),
+                        offset,
+                        source,
+                    })?;
                 out.truncate(filled + read);
                 if read == 0 {
-                    return Err(ConnectionError::FileShrank { peer: self.peer, path: path.to_string(), offset, end });
+                    return Err(ConnectionError::FileShrank {
+                        peer: self.peer,
+                        path: path.to_string(),
+                        offset,
+                        end,
+                    });
                 }
                 offset += read as u64;
             }
@@ -651,7 +823,11 @@ impl Connection {
         Ok(keep_alive)
     }
 
-    fn send_not_allowed(&mut self, allow: &'static str, keep_alive: bool) -> Result<(), ConnectionError> {
+    fn send_not_allowed(
+        &mut self,
+        allow: &'static str,
+        keep_alive: bool,
+    ) -> Result<(), ConnectionError> {
         let head = ResponseHead {
             status: Status::MethodNotAllowed,
             body_len: 0,
@@ -661,9 +837,20 @@ impl Connection {
         self.write_head(&head)
     }
 
-    fn send_error(&mut self, status: Status, message: &str, keep_alive: bool) -> Result<(), ConnectionError> {
+    fn send_error(
+        &mut self,
+        status: Status,
+        message: &str,
+        keep_alive: bool,
+    ) -> Result<(), ConnectionError> {
         let body = format!("{status}: {message}\n");
-        self.send(status, "text/plain; charset=utf-8", body.as_bytes(), false, keep_alive)
+        self.send(
+            status,
+            "text/plain; charset=utf-8",
+            body.as_bytes(),
+            false,
+            keep_alive,
+        )
     }
 
     /// Sends a whole small answer (the body of a HEAD is left out, its length is kept).
@@ -696,7 +883,12 @@ impl Connection {
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
-        self.stream.write_all(bytes).map_err(|source| ConnectionError::Write { peer: self.peer, source })
+        self.stream
+            .write_all(bytes)
+            .map_err(|source| ConnectionError::Write {
+                peer: self.peer,
+                source,
+            })
     }
 }
 

@@ -28,7 +28,9 @@ impl HostState {
     fn label(&self) -> String {
         match self {
             HostState::Waking => "waking".to_string(),
-            HostState::Booting { files_fetched } => format!("booting ({files_fetched} files fetched)"),
+            HostState::Booting { files_fetched } => {
+                format!("booting ({files_fetched} files fetched)")
+            }
             HostState::Online => "online".to_string(),
             HostState::New => "new (not in the configuration)".to_string(),
         }
@@ -94,24 +96,37 @@ struct Board {
 impl StatusBoard {
     /// An empty board for the cluster of this name.
     pub fn new(cluster: &str) -> StatusBoard {
-        StatusBoard { inner: Arc::new(RwLock::new(Board { cluster: cluster.to_string(), hosts: Vec::new() })) }
+        StatusBoard {
+            inner: Arc::new(RwLock::new(Board {
+                cluster: cluster.to_string(),
+                hosts: Vec::new(),
+            })),
+        }
     }
 
     // A panic in another thread while it held the lock must not take the status page down
     // with it: the board holds plain data, always consistent between two statements.
     fn read(&self) -> RwLockReadGuard<'_, Board> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Board> {
-        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Updates the host with this MAC (case-insensitive), adding it with `state` first if it
     /// is not on the board; `last_seen` is set to now.
     pub fn update_by_mac(&self, mac: &str, state: HostState, update: impl FnOnce(&mut HostStatus)) {
         let mut board = self.write();
-        let index = match board.hosts.iter().position(|h| h.macs.iter().any(|m| m.eq_ignore_ascii_case(mac))) {
+        let index = match board
+            .hosts
+            .iter()
+            .position(|h| h.macs.iter().any(|m| m.eq_ignore_ascii_case(mac)))
+        {
             Some(index) => index,
             None => {
                 board.hosts.push(HostStatus::seen_now(mac, state));
@@ -175,15 +190,23 @@ impl StatusBoard {
     pub fn render_json(&self) -> String {
         let board = self.read();
         let hosts: Vec<String> = board.hosts.iter().map(host_json).collect();
-        format!("{{\"cluster\":{},\"hosts\":[{}]}}\n", json_string(&board.cluster), hosts.join(","))
+        format!(
+            "{{\"cluster\":{},\"hosts\":[{}]}}\n",
+            json_string(&board.cluster),
+            hosts.join(",")
+        )
     }
 }
 
 fn host_json(host: &HostStatus) -> String {
-    let optional = |value: &Option<String>| value.as_deref().map_or("null".to_string(), json_string);
+    let optional =
+        |value: &Option<String>| value.as_deref().map_or("null".to_string(), json_string);
     let macs: Vec<String> = host.macs.iter().map(|m| json_string(m)).collect();
-    let timeline: Vec<String> =
-        host.boot_timeline.iter().map(|(phase, s)| format!("[{},{}]", json_string(phase), json_number(*s))).collect();
+    let timeline: Vec<String> = host
+        .boot_timeline
+        .iter()
+        .map(|(phase, s)| format!("[{},{}]", json_string(phase), json_number(*s)))
+        .collect();
     let files = match host.state {
         HostState::Booting { files_fetched } => format!(",\"files_fetched\":{files_fetched}"),
         _ => String::new(),
@@ -256,7 +279,12 @@ fn utc(time: SystemTime) -> String {
     let seconds = epoch_seconds(time);
     let (days, rest) = (seconds / 86_400, seconds % 86_400);
     let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rest / 3600, rest % 3600 / 60, rest % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// The proleptic Gregorian date `days` days after 1970-01-01 (Howard Hinnant's algorithm,
@@ -265,7 +293,8 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -283,7 +312,10 @@ mod tests {
     fn dates_are_civil() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "2023-11-14 22:13:20 UTC");
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14 22:13:20 UTC"
+        );
     }
 
     #[test]
@@ -295,7 +327,9 @@ mod tests {
             host.hostname = Some("<script>alert(1)</script>".into());
             host.boot_timeline.push(("xen & \"dom0\"".into(), 12.25));
         });
-        board.update_by_mac("aa:bb:cc:00:00:02", HostState::New, |host| host.serial = Some("S\"2\n".into()));
+        board.update_by_mac("aa:bb:cc:00:00:02", HostState::New, |host| {
+            host.serial = Some("S\"2\n".into())
+        });
         let hosts = board.snapshot();
         assert_eq!(hosts.len(), 2);
         assert_eq!(hosts[0].state, HostState::Booting { files_fetched: 2 });
@@ -308,7 +342,12 @@ mod tests {
         assert!(html.contains("booting (2 files fetched)"));
 
         let json = board.render_json();
-        assert!(json.starts_with("{\"cluster\":\"lab\\u003c1>\",\"hosts\":[{\"hostname\":\"\\u003cscript>"), "{json}");
+        assert!(
+            json.starts_with(
+                "{\"cluster\":\"lab\\u003c1>\",\"hosts\":[{\"hostname\":\"\\u003cscript>"
+            ),
+            "{json}"
+        );
         assert!(json.contains("\"state\":\"booting\",\"files_fetched\":2"));
         assert!(json.contains("[\"xen & \\\"dom0\\\"\",12.25]"));
         assert!(json.contains("\"serial\":\"S\\\"2\\n\""));

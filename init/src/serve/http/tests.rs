@@ -52,7 +52,12 @@ impl Fixture {
         });
         let source = Arc::new(DirSource::new(root.path().to_path_buf()).unwrap());
         let server = spawn(config, source, board).unwrap();
-        Fixture { root, out: tempfile::tempdir().unwrap(), server, small }
+        Fixture {
+            root,
+            out: tempfile::tempdir().unwrap(),
+            server,
+            small,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -61,7 +66,11 @@ impl Fixture {
 
     /// Runs curl; returns what `-w` printed.
     fn curl(&self, args: &[&str]) -> String {
-        let output = Command::new("curl").args(["-s", "--max-time", "60"]).args(args).output().unwrap();
+        let output = Command::new("curl")
+            .args(["-s", "--max-time", "60"])
+            .args(args)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "curl {args:?}: {:?}", output);
         String::from_utf8(output.stdout).unwrap()
     }
@@ -82,10 +91,14 @@ impl Fixture {
 /// Sends raw bytes on a new connection and reads until the server closes it.
 fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(request).unwrap();
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("the server to close the connection within 10 s");
+    stream
+        .read_to_end(&mut answer)
+        .expect("the server to close the connection within 10 s");
     String::from_utf8_lossy(&answer).into_owned()
 }
 
@@ -93,7 +106,10 @@ fn raw(addr: SocketAddr, request: &[u8]) -> String {
 fn get_head_and_ranges_with_curl() {
     let f = Fixture::new(|_| {});
     let (code, body) = f.get("/small.bin", &[]);
-    assert_eq!((code.as_str(), body.as_slice()), ("200", f.small.as_slice()));
+    assert_eq!(
+        (code.as_str(), body.as_slice()),
+        ("200", f.small.as_slice())
+    );
     let (code, body) = f.get("/dir/a%20b.txt", &[]);
     assert_eq!((code.as_str(), body.as_slice()), ("200", &b"spaced"[..]));
 
@@ -113,8 +129,14 @@ fn get_head_and_ranges_with_curl() {
         assert_eq!(code, "206", "{range}");
         assert_eq!(body, f.small[start..end], "{range}");
         let head = f.curl(&["-I", "-r", range, &f.url("/small.bin")]);
-        assert!(head.contains(&format!("Content-Range: {content_range}\r\n")), "{range}: {head}");
-        assert!(head.contains(&format!("Content-Length: {}\r\n", end - start)), "{range}: {head}");
+        assert!(
+            head.contains(&format!("Content-Range: {content_range}\r\n")),
+            "{range}: {head}"
+        );
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", end - start)),
+            "{range}: {head}"
+        );
     }
     let head = f.curl(&["-i", "-r", "1000-", &f.url("/small.bin")]);
     assert!(head.starts_with("HTTP/1.1 416 "), "{head}");
@@ -128,7 +150,16 @@ fn get_head_and_ranges_with_curl() {
 fn curl_reuses_one_connection_for_two_requests() {
     let f = Fixture::new(|_| {});
     let url = f.url("/small.bin");
-    let connects = f.curl(&["-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects} ", &url, &url]);
+    let connects = f.curl(&[
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{num_connects} ",
+        &url,
+        &url,
+    ]);
     assert_eq!(connects, "1 0 ");
 }
 
@@ -153,7 +184,10 @@ fn unsafe_and_missing_paths_are_refused() {
     assert_eq!(f.get("/missing", &[]).0, "404");
     assert_eq!(f.get("/%zz", &[]).0, "400");
     let answer = f.curl(&["-i", "-X", "DELETE", &f.url("/small.bin")]);
-    assert!(answer.starts_with("HTTP/1.1 405 ") && answer.contains("Allow: GET, HEAD\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 405 ") && answer.contains("Allow: GET, HEAD\r\n"),
+        "{answer}"
+    );
 }
 
 #[test]
@@ -164,7 +198,14 @@ fn a_big_file_arrives_byte_for_byte_while_concurrent_and_slow_clients_run() {
     // A client reading at 20 kB/s holds its connection for the whole test: the others must
     // finish all the same.
     let mut slow = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "--limit-rate", "20k", &f.url("/big.bin")])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--limit-rate",
+            "20k",
+            &f.url("/big.bin"),
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -172,7 +213,14 @@ fn a_big_file_arrives_byte_for_byte_while_concurrent_and_slow_clients_run() {
         .map(|i| {
             let file = f.out.path().join(format!("big{i}"));
             let child = Command::new("curl")
-                .args(["-s", "-o", file.to_str().unwrap(), "-w", "%{http_code}", &f.url("/big.bin")])
+                .args([
+                    "-s",
+                    "-o",
+                    file.to_str().unwrap(),
+                    "-w",
+                    "%{http_code}",
+                    &f.url("/big.bin"),
+                ])
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap();
@@ -182,9 +230,16 @@ fn a_big_file_arrives_byte_for_byte_while_concurrent_and_slow_clients_run() {
     for (file, child) in downloads {
         let output = child.wait_with_output().unwrap();
         assert_eq!(String::from_utf8_lossy(&output.stdout), "200");
-        assert!(std::fs::read(&file).unwrap() == big, "{} differs from the served file", file.display());
+        assert!(
+            std::fs::read(&file).unwrap() == big,
+            "{} differs from the served file",
+            file.display()
+        );
     }
-    assert!(slow.try_wait().unwrap().is_none(), "the slow client was expected to be still downloading");
+    assert!(
+        slow.try_wait().unwrap().is_none(),
+        "the slow client was expected to be still downloading"
+    );
     slow.kill().unwrap();
     slow.wait().unwrap();
 }
@@ -201,19 +256,28 @@ fn limits_and_unsupported_requests_get_their_status() {
     assert!(raw(addr, big_header.as_bytes()).starts_with("HTTP/1.1 431 "));
     let chunked = "GET /small.bin HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     let answer = raw(addr, chunked.as_bytes());
-    assert!(answer.starts_with("HTTP/1.1 501 ") && answer.contains("Connection: close\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 501 ") && answer.contains("Connection: close\r\n"),
+        "{answer}"
+    );
     assert!(raw(addr, b"GET / HTTP/2.0\r\n\r\n").starts_with("HTTP/1.1 505 "));
     assert!(raw(addr, b"GET / HTTP/1.1\nHost: x\n\n").starts_with("HTTP/1.1 400 "));
 
     // HTTP/1.0 closes unless asked; a keep-alive request is answered with keep-alive, and a
     // second request on the same connection still works; a GET body is read and skipped.
     let answer = raw(addr, b"HEAD /small.bin HTTP/1.0\r\n\r\n");
-    assert!(answer.contains("Connection: close\r\n") && answer.contains("Content-Length: 1000\r\n"), "{answer}");
+    assert!(
+        answer.contains("Connection: close\r\n") && answer.contains("Content-Length: 1000\r\n"),
+        "{answer}"
+    );
     let two = b"HEAD /small.bin HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabcGET /small.bin HTTP/1.0\r\n\r\n";
     let answer = raw(addr, two);
     assert!(answer.contains("Connection: keep-alive\r\n"), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
-    assert!(answer.ends_with(&String::from_utf8_lossy(&f.small).into_owned()), "{answer}");
+    assert!(
+        answer.ends_with(&String::from_utf8_lossy(&f.small).into_owned()),
+        "{answer}"
+    );
 }
 
 #[test]
@@ -224,15 +288,24 @@ fn idle_connections_close_and_excess_connections_get_503() {
     });
     let addr = f.server.local_addr();
     let mut first = TcpStream::connect(addr).unwrap();
-    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    first.write_all(b"HEAD /small.bin HTTP/1.1\r\n\r\n").unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    first
+        .write_all(b"HEAD /small.bin HTTP/1.1\r\n\r\n")
+        .unwrap();
     let mut buf = [0u8; 1024];
     let n = first.read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
     // The first connection is now being served (kept alive): no room for a second.
     assert!(raw(addr, b"GET /small.bin HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 503 "));
     // Idle past the idle timeout: the server closes it (read returns end of file).
-    assert_eq!(first.read(&mut buf).expect("the server to close the idle connection within 10 s"), 0);
+    assert_eq!(
+        first
+            .read(&mut buf)
+            .expect("the server to close the idle connection within 10 s"),
+        0
+    );
 }
 
 #[test]
@@ -241,19 +314,32 @@ fn status_pages_show_the_board_escaped() {
     let (code, page) = f.get("/", &[]);
     let page = String::from_utf8(page).unwrap();
     assert_eq!(code, "200");
-    assert!(page.contains("host-&lt;one&gt;") && page.contains("online"), "{page}");
+    assert!(
+        page.contains("host-&lt;one&gt;") && page.contains("online"),
+        "{page}"
+    );
     let (code, json) = f.get("/status.json", &[]);
     assert_eq!(code, "200");
-    assert!(String::from_utf8(json).unwrap().contains("\"state\":\"online\""));
+    assert!(String::from_utf8(json)
+        .unwrap()
+        .contains("\"state\":\"online\""));
     let answer = f.curl(&["-i", "-X", "POST", &f.url("/")]);
-    assert!(answer.starts_with("HTTP/1.1 405 ") && answer.contains("Allow: GET, HEAD\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 405 ") && answer.contains("Allow: GET, HEAD\r\n"),
+        "{answer}"
+    );
 }
 
 struct Echo;
 
 impl PostRoute for Echo {
     fn handle(&self, request: &RequestRepr, body: &[u8], _peer: SocketAddr) -> Reply {
-        let text = format!("{} got {} bytes: {}", request.target, body.len(), String::from_utf8_lossy(body));
+        let text = format!(
+            "{} got {} bytes: {}",
+            request.target,
+            body.len(),
+            String::from_utf8_lossy(body)
+        );
         Reply::text(Status::Ok, &text)
     }
 }
@@ -267,10 +353,21 @@ fn post_routes_get_the_whole_body() {
     let answer = f.curl(&["--data-binary", "hello=1", &f.url("/report")]);
     assert_eq!(answer, "/report got 7 bytes: hello=1");
     let too_big = "x".repeat(101);
-    let code = f.curl(&["-o", "/dev/null", "-w", "%{http_code}", "--data-binary", &too_big, &f.url("/report")]);
+    let code = f.curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data-binary",
+        &too_big,
+        &f.url("/report"),
+    ]);
     assert_eq!(code, "413");
     let answer = f.curl(&["-i", &f.url("/report")]);
-    assert!(answer.starts_with("HTTP/1.1 405 ") && answer.contains("Allow: POST\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 405 ") && answer.contains("Allow: POST\r\n"),
+        "{answer}"
+    );
 }
 
 #[test]
@@ -278,5 +375,8 @@ fn stopping_closes_the_listener() {
     let f = Fixture::new(|_| {});
     let addr = f.server.local_addr();
     f.server.stop();
-    assert!(TcpStream::connect(addr).is_err(), "connecting after stop should be refused");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "connecting after stop should be refused"
+    );
 }

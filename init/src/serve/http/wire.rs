@@ -29,7 +29,12 @@ impl Default for Limits {
     /// Generous for every boot client (iPXE, lpxelinux, curl send a few hundred bytes), small
     /// enough that a connection's head buffer stays tiny.
     fn default() -> Limits {
-        Limits { max_request_line: 4096, max_header_line: 4096, max_head: 16384, max_headers: 64 }
+        Limits {
+            max_request_line: 4096,
+            max_header_line: 4096,
+            max_head: 16384,
+            max_headers: 64,
+        }
     }
 }
 
@@ -271,25 +276,40 @@ impl<T: AsRef<[u8]>> Head<T> {
             if let Some(cr) = line.iter().position(|&b| b == b'\r') {
                 // A CR is only allowed as the last byte of a line, or as the last byte received.
                 if cr + 1 != line.len() {
-                    return Err(ParseError::BareLineEnding { offset: offset + cr });
+                    return Err(ParseError::BareLineEnding {
+                        offset: offset + cr,
+                    });
                 }
             }
             let content_len = line.len() - usize::from(line.last() == Some(&b'\r'));
             if content_len > line_limit {
                 return Err(match start {
-                    None => ParseError::RequestLineTooLong { len: content_len, max: line_limit },
-                    Some(_) => ParseError::HeaderLineTooLong { len: content_len, max: line_limit },
+                    None => ParseError::RequestLineTooLong {
+                        len: content_len,
+                        max: line_limit,
+                    },
+                    Some(_) => ParseError::HeaderLineTooLong {
+                        len: content_len,
+                        max: line_limit,
+                    },
                 });
             }
             let end = offset + line.len() + usize::from(newline.is_some());
             if end > limits.max_head {
-                return Err(ParseError::HeadTooLarge { len: end, max: limits.max_head });
+                return Err(ParseError::HeadTooLarge {
+                    len: end,
+                    max: limits.max_head,
+                });
             }
             let Some(newline) = newline else {
-                return Err(ParseError::Truncated { received: bytes.len() });
+                return Err(ParseError::Truncated {
+                    received: bytes.len(),
+                });
             };
             if line.last() != Some(&b'\r') {
-                return Err(ParseError::BareLineEnding { offset: offset + newline });
+                return Err(ParseError::BareLineEnding {
+                    offset: offset + newline,
+                });
             }
             match start {
                 None if content_len == 0 => {}
@@ -298,12 +318,19 @@ impl<T: AsRef<[u8]>> Head<T> {
                     request_line_end = offset + content_len;
                 }
                 Some(start) if content_len == 0 => {
-                    return Ok(Head { buffer, start, request_line_end, len: end });
+                    return Ok(Head {
+                        buffer,
+                        start,
+                        request_line_end,
+                        len: end,
+                    });
                 }
                 Some(_) => {
                     headers += 1;
                     if headers > limits.max_headers {
-                        return Err(ParseError::TooManyHeaders { max: limits.max_headers });
+                        return Err(ParseError::TooManyHeaders {
+                            max: limits.max_headers,
+                        });
                     }
                 }
             }
@@ -331,7 +358,10 @@ impl<T: AsRef<[u8]>> Head<T> {
         // The headers sit between the request line's CRLF and the blank line's CRLF; each
         // line ends in CRLF, which `new_checked` verified.
         let headers = &self.buffer.as_ref()[self.request_line_end + 2..self.len - 2];
-        headers.split(|&b| b == b'\n').filter(|line| !line.is_empty()).map(|line| &line[..line.len() - 1])
+        headers
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| &line[..line.len() - 1])
     }
 }
 
@@ -436,27 +466,49 @@ impl RequestRepr {
             return Err(ParseError::MalformedRequestLine { line: lossy() });
         };
         if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-            return Err(ParseError::InvalidMethod { method: String::from_utf8_lossy(method).into_owned() });
+            return Err(ParseError::InvalidMethod {
+                method: String::from_utf8_lossy(method).into_owned(),
+            });
         }
         let target = parse_target(target)?;
-        let version = parse_version(version).ok_or_else(|| ParseError::MalformedRequestLine { line: lossy() })??;
-        let headers = head.header_lines().map(parse_header).collect::<Result<Vec<_>, _>>()?;
+        let version = parse_version(version)
+            .ok_or_else(|| ParseError::MalformedRequestLine { line: lossy() })??;
+        let headers = head
+            .header_lines()
+            .map(parse_header)
+            .collect::<Result<Vec<_>, _>>()?;
         // Checked to be token characters, which are ASCII.
         let method = String::from_utf8_lossy(method).into_owned();
-        Ok(RequestRepr { method, target, version, headers })
+        Ok(RequestRepr {
+            method,
+            target,
+            version,
+            headers,
+        })
     }
 
     /// The length of the head [`RequestRepr::emit`] writes.
     pub fn buffer_len(&self) -> usize {
         let line = self.method.len() + 1 + self.target.len() + 1 + 8 + 2;
-        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + 2 + v.len() + 2)
+            .sum();
         line + headers + 2
     }
 
     /// Writes the head in canonical form: single spaces, `Name: value`, CRLFs.
     pub fn emit(&self, out: &mut Vec<u8>) {
         out.reserve(self.buffer_len());
-        for part in [&self.method, " ", &self.target, " ", self.version.as_str(), "\r\n"] {
+        for part in [
+            &self.method,
+            " ",
+            &self.target,
+            " ",
+            self.version.as_str(),
+            "\r\n",
+        ] {
             out.extend_from_slice(part.as_bytes());
         }
         for (name, value) in &self.headers {
@@ -468,8 +520,14 @@ impl RequestRepr {
     }
 
     /// The values of the headers with this name (case-insensitive), in order.
-    pub fn header_values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s str> + use<'s, 'n> {
-        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    pub fn header_values<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'s str> + use<'s, 'n> {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The first value of the header with this name (case-insensitive).
@@ -479,7 +537,9 @@ impl RequestRepr {
 
     /// Whether the `Connection` headers hold this option (case-insensitive).
     fn connection_has(&self, option: &str) -> bool {
-        self.header_values("connection").flat_map(|v| v.split(',')).any(|o| o.trim().eq_ignore_ascii_case(option))
+        self.header_values("connection")
+            .flat_map(|v| v.split(','))
+            .any(|o| o.trim().eq_ignore_ascii_case(option))
     }
 
     /// Whether the client wants the connection kept open after the answer.
@@ -497,10 +557,14 @@ impl RequestRepr {
         }
         let mut length = None;
         for value in self.header_values("content-length") {
-            let parsed = parse_digits(value).ok_or_else(|| RequestError::BadContentLength { value: value.into() })?;
+            let parsed = parse_digits(value).ok_or_else(|| RequestError::BadContentLength {
+                value: value.into(),
+            })?;
             if length.is_some_and(|l| l != parsed) {
                 let all: Vec<&str> = self.header_values("content-length").collect();
-                return Err(RequestError::BadContentLength { value: all.join(", ") });
+                return Err(RequestError::BadContentLength {
+                    value: all.join(", "),
+                });
             }
             length = Some(parsed);
         }
@@ -517,7 +581,9 @@ impl RequestRepr {
             None if target.starts_with('/') => Some(target.as_str()),
             None => None,
         }
-        .ok_or_else(|| RequestError::NoPath { target: target.clone() })?;
+        .ok_or_else(|| RequestError::NoPath {
+            target: target.clone(),
+        })?;
         let path = path.split(['?', '#']).next().unwrap_or_default();
         percent_decode(path, target)
     }
@@ -529,7 +595,9 @@ fn is_tchar(b: u8) -> bool {
 }
 
 fn parse_target(target: &[u8]) -> Result<String, ParseError> {
-    let invalid = || ParseError::InvalidTarget { target: String::from_utf8_lossy(target).into_owned() };
+    let invalid = || ParseError::InvalidTarget {
+        target: String::from_utf8_lossy(target).into_owned(),
+    };
     // Visible ASCII only: spaces were split on, and anything else must be percent-encoded.
     if target.is_empty() || !target.iter().all(|&b| (0x21..0x7f).contains(&b)) {
         return Err(invalid());
@@ -548,8 +616,12 @@ fn parse_version(version: &[u8]) -> Option<Result<Version, ParseError>> {
     match version {
         b"HTTP/1.1" => Some(Ok(Version::Http11)),
         b"HTTP/1.0" => Some(Ok(Version::Http10)),
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
-            Some(Err(ParseError::UnsupportedVersion { version: String::from_utf8_lossy(version).into_owned() }))
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Some(Err(ParseError::UnsupportedVersion {
+                version: String::from_utf8_lossy(version).into_owned(),
+            }))
         }
         _ => None,
     }
@@ -560,7 +632,10 @@ fn parse_header(line: &[u8]) -> Result<(String, String), ParseError> {
     if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
         return Err(ParseError::ObsoleteLineFolding { line: lossy() });
     }
-    let colon = line.iter().position(|&b| b == b':').ok_or_else(|| ParseError::MalformedHeader { line: lossy() })?;
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or_else(|| ParseError::MalformedHeader { line: lossy() })?;
     let name = &line[..colon];
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return Err(ParseError::MalformedHeader { line: lossy() });
@@ -572,7 +647,9 @@ fn parse_header(line: &[u8]) -> Result<(String, String), ParseError> {
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(invalid());
     }
-    let value = std::str::from_utf8(value).map_err(|_| invalid())?.to_string();
+    let value = std::str::from_utf8(value)
+        .map_err(|_| invalid())?
+        .to_string();
     Ok((name, value))
 }
 
@@ -607,17 +684,23 @@ fn percent_decode(path: &str, target: &str) -> Result<String, RequestError> {
         }
         let hex = |at: usize| bytes.get(at).and_then(|&b| (b as char).to_digit(16));
         let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) else {
-            return Err(RequestError::BadEscape { target: target.into() });
+            return Err(RequestError::BadEscape {
+                target: target.into(),
+            });
         };
         // Two hex digits are at most 0xff.
         let byte = (high * 16 + low) as u8;
         if byte == b'/' {
-            return Err(RequestError::EncodedSlash { target: target.into() });
+            return Err(RequestError::EncodedSlash {
+                target: target.into(),
+            });
         }
         decoded.push(byte);
         i += 3;
     }
-    String::from_utf8(decoded).map_err(|_| RequestError::NotUtf8 { target: target.into() })
+    String::from_utf8(decoded).map_err(|_| RequestError::NotUtf8 {
+        target: target.into(),
+    })
 }
 
 /// What to send of a file of some length, given the request's `Range` header.
@@ -671,7 +754,10 @@ fn part(first: u64, last: u64, len: u64) -> RangeAnswer {
     if first >= len {
         return RangeAnswer::Unsatisfiable;
     }
-    RangeAnswer::Part { first, last: last.min(len - 1) }
+    RangeAnswer::Part {
+        first,
+        last: last.min(len - 1),
+    }
 }
 
 /// A response's status line and headers. `Content-Length` is always written, from `body_len`.
@@ -725,7 +811,12 @@ mod tests {
     }
 
     fn small_limits() -> Limits {
-        Limits { max_request_line: 20, max_header_line: 10, max_head: 60, max_headers: 2 }
+        Limits {
+            max_request_line: 20,
+            max_header_line: 10,
+            max_head: 60,
+            max_headers: 2,
+        }
     }
 
     #[test]
@@ -756,29 +847,94 @@ mod tests {
         let s = |x: &str| x.to_string();
         let cases: Vec<(&[u8], ParseError)> = vec![
             (b"GET / HTTP/1.1\r\n", Truncated { received: 16 }),
-            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", Truncated { received: 26 }),
-            (b"GET / HTTP/1.1\nHost: a\r\n\r\n", BareLineEnding { offset: 14 }),
-            (b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", BareLineEnding { offset: 20 }),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r",
+                Truncated { received: 26 },
+            ),
+            (
+                b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+                BareLineEnding { offset: 14 },
+            ),
+            (
+                b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n",
+                BareLineEnding { offset: 20 },
+            ),
             (b"GET / HTTP/1.1\r\n\n", BareLineEnding { offset: 16 }),
-            (b"GET /  HTTP/1.1\r\n\r\n", MalformedRequestLine { line: s("GET /  HTTP/1.1") }),
-            (b"GET / HTTP/1.1 x\r\n\r\n", MalformedRequestLine { line: s("GET / HTTP/1.1 x") }),
+            (
+                b"GET /  HTTP/1.1\r\n\r\n",
+                MalformedRequestLine {
+                    line: s("GET /  HTTP/1.1"),
+                },
+            ),
+            (
+                b"GET / HTTP/1.1 x\r\n\r\n",
+                MalformedRequestLine {
+                    line: s("GET / HTTP/1.1 x"),
+                },
+            ),
             (b"GET /\r\n\r\n", MalformedRequestLine { line: s("GET /") }),
-            (b"GET / HTTP/11\r\n\r\n", MalformedRequestLine { line: s("GET / HTTP/11") }),
-            (b"G(T / HTTP/1.1\r\n\r\n", InvalidMethod { method: s("G(T") }),
+            (
+                b"GET / HTTP/11\r\n\r\n",
+                MalformedRequestLine {
+                    line: s("GET / HTTP/11"),
+                },
+            ),
+            (
+                b"G(T / HTTP/1.1\r\n\r\n",
+                InvalidMethod { method: s("G(T") },
+            ),
             (b" / HTTP/1.1\r\n\r\n", InvalidMethod { method: s("") }),
             (b"GET a HTTP/1.1\r\n\r\n", InvalidTarget { target: s("a") }),
-            (b"GET /\x01 HTTP/1.1\r\n\r\n", InvalidTarget { target: s("/\x01") }),
-            (b"GET /\xff HTTP/1.1\r\n\r\n", InvalidTarget { target: s("/\u{fffd}") }),
-            (b"GET / HTTP/2.0\r\n\r\n", UnsupportedVersion { version: s("HTTP/2.0") }),
-            (b"GET / HTTP/1.1\r\nHost\r\n\r\n", MalformedHeader { line: s("Host") }),
-            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", MalformedHeader { line: s("Host : a") }),
-            (b"GET / HTTP/1.1\r\n: a\r\n\r\n", MalformedHeader { line: s(": a") }),
-            (b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", ObsoleteLineFolding { line: s(" c") }),
-            (b"GET / HTTP/1.1\r\nA: b\x00\r\n\r\n", InvalidHeaderValue { name: s("A") }),
-            (b"GET / HTTP/1.1\r\nA: \xff\r\n\r\n", InvalidHeaderValue { name: s("A") }),
+            (
+                b"GET /\x01 HTTP/1.1\r\n\r\n",
+                InvalidTarget { target: s("/\x01") },
+            ),
+            (
+                b"GET /\xff HTTP/1.1\r\n\r\n",
+                InvalidTarget {
+                    target: s("/\u{fffd}"),
+                },
+            ),
+            (
+                b"GET / HTTP/2.0\r\n\r\n",
+                UnsupportedVersion {
+                    version: s("HTTP/2.0"),
+                },
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost\r\n\r\n",
+                MalformedHeader { line: s("Host") },
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+                MalformedHeader {
+                    line: s("Host : a"),
+                },
+            ),
+            (
+                b"GET / HTTP/1.1\r\n: a\r\n\r\n",
+                MalformedHeader { line: s(": a") },
+            ),
+            (
+                b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
+                ObsoleteLineFolding { line: s(" c") },
+            ),
+            (
+                b"GET / HTTP/1.1\r\nA: b\x00\r\n\r\n",
+                InvalidHeaderValue { name: s("A") },
+            ),
+            (
+                b"GET / HTTP/1.1\r\nA: \xff\r\n\r\n",
+                InvalidHeaderValue { name: s("A") },
+            ),
         ];
         for (bytes, expected) in cases {
-            assert_eq!(parse(bytes), Err(expected), "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                parse(bytes),
+                Err(expected),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
@@ -786,9 +942,17 @@ mod tests {
     fn every_limit_is_enforced_even_before_the_head_ends() {
         use ParseError::*;
         let limits = small_limits();
-        let head_limit = Limits { max_head: 30, ..limits };
+        let head_limit = Limits {
+            max_head: 30,
+            ..limits
+        };
         let cases: Vec<(&[u8], Limits, ParseError, Status)> = vec![
-            (b"GET /0123456789abcdef", limits, RequestLineTooLong { len: 21, max: 20 }, Status::UriTooLong),
+            (
+                b"GET /0123456789abcdef",
+                limits,
+                RequestLineTooLong { len: 21, max: 20 },
+                Status::UriTooLong,
+            ),
             (
                 b"GET /0123456789abcde HTTP/1.1\r\n\r\n",
                 limits,
@@ -827,8 +991,16 @@ mod tests {
         }
         // Exactly at every limit is fine.
         let at_limits = b"GET /012345 HTTP/1.1\r\nA: 1234567\r\nB: 1234567\r\n\r\n";
-        let exact = Limits { max_request_line: 20, max_header_line: 10, max_head: at_limits.len(), max_headers: 2 };
-        assert_eq!(Head::new_checked(&at_limits[..], &exact).unwrap().len(), at_limits.len());
+        let exact = Limits {
+            max_request_line: 20,
+            max_header_line: 10,
+            max_head: at_limits.len(),
+            max_headers: 2,
+        };
+        assert_eq!(
+            Head::new_checked(&at_limits[..], &exact).unwrap().len(),
+            at_limits.len()
+        );
     }
 
     #[test]
@@ -844,7 +1016,10 @@ mod tests {
     #[test]
     fn body_framing_refuses_smuggling() {
         let framing = |bytes: &[u8]| parse(bytes).unwrap().body_framing();
-        assert_eq!(framing(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"), Ok(BodyFraming::Length(5)));
+        assert_eq!(
+            framing(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            Ok(BodyFraming::Length(5))
+        );
         assert_eq!(
             framing(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
             Ok(BodyFraming::Length(5))
@@ -855,7 +1030,9 @@ mod tests {
         );
         assert_eq!(
             framing(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
-            Err(RequestError::BadContentLength { value: "5, 6".into() })
+            Err(RequestError::BadContentLength {
+                value: "5, 6".into()
+            })
         );
         for bad in ["-1", "+5", "5 5", "0x10", "", "99999999999999999999"] {
             let text = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
@@ -866,19 +1043,47 @@ mod tests {
     #[test]
     fn paths_are_decoded_and_tricks_refused() {
         let path = |target: &str| {
-            RequestRepr { method: "GET".into(), target: target.into(), version: Version::Http11, headers: vec![] }
-                .path()
+            RequestRepr {
+                method: "GET".into(),
+                target: target.into(),
+                version: Version::Http11,
+                headers: vec![],
+            }
+            .path()
         };
         assert_eq!(path("/a%20b?x=%2F"), Ok("/a b".into()));
         assert_eq!(path("/%2e%2e/etc"), Ok("/../etc".into()));
         assert_eq!(path("http://host:80/xen.gz"), Ok("/xen.gz".into()));
         assert_eq!(path("/a%00b"), Ok("/a\0b".into()));
         assert_eq!(path("/a%2fb").unwrap_err().status(), Status::Forbidden);
-        assert_eq!(path("/a%2").unwrap_err(), RequestError::BadEscape { target: "/a%2".into() });
-        assert_eq!(path("/a%g0").unwrap_err(), RequestError::BadEscape { target: "/a%g0".into() });
-        assert_eq!(path("/%ff").unwrap_err(), RequestError::NotUtf8 { target: "/%ff".into() });
-        assert_eq!(path("*").unwrap_err(), RequestError::NoPath { target: "*".into() });
-        assert_eq!(path("http://host").unwrap_err(), RequestError::NoPath { target: "http://host".into() });
+        assert_eq!(
+            path("/a%2").unwrap_err(),
+            RequestError::BadEscape {
+                target: "/a%2".into()
+            }
+        );
+        assert_eq!(
+            path("/a%g0").unwrap_err(),
+            RequestError::BadEscape {
+                target: "/a%g0".into()
+            }
+        );
+        assert_eq!(
+            path("/%ff").unwrap_err(),
+            RequestError::NotUtf8 {
+                target: "/%ff".into()
+            }
+        );
+        assert_eq!(
+            path("*").unwrap_err(),
+            RequestError::NoPath { target: "*".into() }
+        );
+        assert_eq!(
+            path("http://host").unwrap_err(),
+            RequestError::NoPath {
+                target: "http://host".into()
+            }
+        );
     }
 
     #[test]
@@ -888,17 +1093,46 @@ mod tests {
         assert_eq!(resolve_range(None, false, 10), Whole);
         assert_eq!(r("bytes=0-99", 1000), Part { first: 0, last: 99 });
         assert_eq!(r("bytes=0-99", 50), Part { first: 0, last: 49 });
-        assert_eq!(r("bytes=100-", 1000), Part { first: 100, last: 999 });
-        assert_eq!(r("bytes=-50", 1000), Part { first: 950, last: 999 });
-        assert_eq!(r("bytes=-5000", 1000), Part { first: 0, last: 999 });
+        assert_eq!(
+            r("bytes=100-", 1000),
+            Part {
+                first: 100,
+                last: 999
+            }
+        );
+        assert_eq!(
+            r("bytes=-50", 1000),
+            Part {
+                first: 950,
+                last: 999
+            }
+        );
+        assert_eq!(
+            r("bytes=-5000", 1000),
+            Part {
+                first: 0,
+                last: 999
+            }
+        );
         assert_eq!(r("bytes=5-5", 10), Part { first: 5, last: 5 });
-        assert_eq!(r("bytes=0-99999999999999999999999", 10), Part { first: 0, last: 9 });
+        assert_eq!(
+            r("bytes=0-99999999999999999999999", 10),
+            Part { first: 0, last: 9 }
+        );
         assert_eq!(r("bytes=1000-", 1000), Unsatisfiable);
         assert_eq!(r("bytes=99999999999999999999999-", 1000), Unsatisfiable);
         assert_eq!(r("bytes=-0", 1000), Unsatisfiable);
         assert_eq!(r("bytes=0-", 0), Unsatisfiable);
         assert_eq!(r("bytes=-5", 0), Unsatisfiable);
-        for ignored in ["bytes=5-4", "bytes=0-1,5-6", "items=0-1", "bytes=a-b", "bytes=-", "bytes=1", "bytes=+1-2"] {
+        for ignored in [
+            "bytes=5-4",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1",
+            "bytes=+1-2",
+        ] {
             assert_eq!(r(ignored, 1000), Whole, "{ignored}");
         }
         assert_eq!(resolve_range(Some("bytes=0-1"), true, 10), Whole);
@@ -963,9 +1197,13 @@ mod tests {
     /// Parse must never panic; what it accepts must survive emit and parse unchanged, and the
     /// derived answers (path, framing, range) must not panic either.
     fn check_round_trip(bytes: &[u8], limits: &Limits) {
-        let Ok(head) = Head::new_checked(bytes, limits) else { return };
+        let Ok(head) = Head::new_checked(bytes, limits) else {
+            return;
+        };
         assert!(head.len() <= bytes.len() && head.len() <= limits.max_head);
-        let Ok(request) = RequestRepr::parse(&head) else { return };
+        let Ok(request) = RequestRepr::parse(&head) else {
+            return;
+        };
         let mut emitted = Vec::new();
         request.emit(&mut emitted);
         assert_eq!(emitted.len(), request.buffer_len());
@@ -976,11 +1214,18 @@ mod tests {
             max_headers: usize::MAX,
         };
         let again = RequestRepr::parse(&Head::new_checked(&emitted[..], &unlimited).unwrap());
-        assert_eq!(again.as_ref(), Ok(&request), "{:?}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            again.as_ref(),
+            Ok(&request),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
         let _ = request.path();
         let _ = request.body_framing();
         for len in [0, 1, 100, u64::MAX] {
-            if let RangeAnswer::Part { first, last } = resolve_range(request.header("range"), false, len) {
+            if let RangeAnswer::Part { first, last } =
+                resolve_range(request.header("range"), false, len)
+            {
                 assert!(first <= last && last < len, "{first}-{last} of {len}");
             }
         }
@@ -989,15 +1234,24 @@ mod tests {
     #[test]
     fn random_and_mutated_heads_never_panic_and_round_trip() {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        let limits = Limits { max_request_line: 64, max_header_line: 64, max_head: 256, max_headers: 4 };
+        let limits = Limits {
+            max_request_line: 64,
+            max_header_line: 64,
+            max_head: 256,
+            max_headers: 4,
+        };
         for round in 0..20_000 {
             let bytes = match round % 3 {
-                0 => (0..rng.below(80)).map(|_| b"GET /HTTP1.\r\n: a"[rng.below(16)]).collect(),
+                0 => (0..rng.below(80))
+                    .map(|_| b"GET /HTTP1.\r\n: a"[rng.below(16)])
+                    .collect(),
                 1 => {
                     let valid = VALID[rng.below(VALID.len())];
                     mutate(&mut rng, valid)
                 }
-                _ => (0..rng.below(300)).map(|_| rng.next() as u8).collect::<Vec<u8>>(),
+                _ => (0..rng.below(300))
+                    .map(|_| rng.next() as u8)
+                    .collect::<Vec<u8>>(),
             };
             check_round_trip(&bytes, &limits);
             check_round_trip(&bytes, &Limits::default());

@@ -176,7 +176,9 @@ impl TftpHandle {
     }
 
     fn shut_down(&mut self) {
-        let Some(listener) = self.listener.take() else { return };
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
         self.stop.store(true, Ordering::Relaxed);
         wake(self.local_addr);
         if listener.join().is_err() {
@@ -199,17 +201,35 @@ pub fn spawn(config: TftpConfig, source: Arc<dyn FileSource>) -> std::io::Result
     socket.set_read_timeout(Some(Duration::from_secs(1)))?;
     let stop = Arc::new(AtomicBool::new(false));
     let active = Arc::new(Mutex::new(HashSet::new()));
-    let listener = Listener { socket, local_addr, config, source, stop: stop.clone(), active: active.clone() };
-    let thread = std::thread::Builder::new().name("tftp-listener".into()).spawn(move || listener.run())?;
+    let listener = Listener {
+        socket,
+        local_addr,
+        config,
+        source,
+        stop: stop.clone(),
+        active: active.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("tftp-listener".into())
+        .spawn(move || listener.run())?;
     log::info!("tftp: serving on {local_addr}");
-    Ok(TftpHandle { local_addr, stop, active, listener: Some(thread) })
+    Ok(TftpHandle {
+        local_addr,
+        stop,
+        active,
+        listener: Some(thread),
+    })
 }
 
 /// Sends an empty datagram to the listener so that it sees the stop flag at once.
 fn wake(local_addr: SocketAddr) {
     let target = match local_addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), local_addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), local_addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), local_addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), local_addr.port())
+        }
         _ => local_addr,
     };
     let unspecified = match target {
@@ -226,7 +246,9 @@ type TransferKey = (SocketAddr, Vec<u8>);
 fn lock(active: &Mutex<HashSet<TransferKey>>) -> std::sync::MutexGuard<'_, HashSet<TransferKey>> {
     // A transfer thread cannot panic while holding the lock (it only inserts and removes), and
     // the set stays consistent even if one did: recover it rather than stop serving.
-    active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    active
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Removes a transfer from the running set when its thread ends, even by a panic.
@@ -257,10 +279,15 @@ impl Listener {
         let mut buffer = vec![0u8; 65536];
         while !self.stop.load(Ordering::Relaxed) {
             match self.socket.recv_from(&mut buffer) {
-                Ok((len, client)) if !self.stop.load(Ordering::Relaxed) => self.handle(&buffer[..len], client),
-                Ok(_) => {}
-                Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Ok((len, client)) if !self.stop.load(Ordering::Relaxed) => {
+                    self.handle(&buffer[..len], client)
                 }
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 // Transient receive errors (an ICMP error for an earlier reply, an interrupt)
                 // must not stop the boot service.
                 Err(error) => log::warn!("tftp: receiving on {}: {error}", self.local_addr),
@@ -273,7 +300,12 @@ impl Listener {
         let refuse = |code: ErrorCode, reason: String, request: &str| {
             log::info!("tftp: {client}: refused {request:?}: {reason}");
             transfer::send_error_to(&self.socket, Some(client), code, &reason);
-            self.emit(&TftpEvent::Refused { client, request: request.to_string(), code, reason });
+            self.emit(&TftpEvent::Refused {
+                client,
+                request: request.to_string(),
+                code,
+                reason,
+            });
         };
         match Repr::parse_bytes(packet) {
             Ok(Repr::ReadRequest(request)) => self.start(packet, client, request.filename),
@@ -285,12 +317,19 @@ impl Listener {
             Ok(Repr::Error { .. }) => {}
             Ok(other) => refuse(
                 ErrorCode::IllegalOperation,
-                format!("the TFTP port takes read requests only, not {}", kind(&other)),
+                format!(
+                    "the TFTP port takes read requests only, not {}",
+                    kind(&other)
+                ),
                 "",
             ),
             // A malformed ERROR is still an error: never answered.
             Err(_) if packet.starts_with(&[0, 5]) => {}
-            Err(error) => refuse(ErrorCode::IllegalOperation, format!("malformed request: {error}"), ""),
+            Err(error) => refuse(
+                ErrorCode::IllegalOperation,
+                format!("malformed request: {error}"),
+                "",
+            ),
         }
     }
 
@@ -321,7 +360,10 @@ impl Listener {
             }
             active.insert(key.clone());
         }
-        let guard = ActiveGuard { active: self.active.clone(), key };
+        let guard = ActiveGuard {
+            active: self.active.clone(),
+            key,
+        };
         let job = Job {
             client,
             request: packet.to_vec(),
@@ -332,15 +374,20 @@ impl Listener {
                 max_window_bytes: self.config.max_window_bytes,
             },
             retries: self.config.retries,
-            backoff: Backoff { initial: self.config.initial_timeout, ceiling: self.config.max_timeout },
+            backoff: Backoff {
+                initial: self.config.initial_timeout,
+                ceiling: self.config.max_timeout,
+            },
             source: self.source.clone(),
             stop: self.stop.clone(),
             events: self.config.on_event.clone(),
         };
-        let spawned = std::thread::Builder::new().name(format!("tftp-{client}")).spawn(move || {
-            let _guard = guard;
-            transfer::run(job);
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("tftp-{client}"))
+            .spawn(move || {
+                let _guard = guard;
+                transfer::run(job);
+            });
         if let Err(error) = spawned {
             let reason = format!("the TFTP server cannot start a transfer thread: {error}");
             log::error!("tftp: {client}: {reason}");

@@ -55,7 +55,12 @@ pub struct Negotiated {
 pub fn negotiate(requested: &[(&str, &str)], limits: Limits, file_len: u64) -> Negotiated {
     let max_blksize = limits.max_blksize.clamp(MIN_BLKSIZE, MAX_BLKSIZE);
     let max_windowsize = limits.max_windowsize.max(1);
-    let mut negotiated = Negotiated { blksize: DEFAULT_BLKSIZE, windowsize: 1, timeout: None, oack: Vec::new() };
+    let mut negotiated = Negotiated {
+        blksize: DEFAULT_BLKSIZE,
+        windowsize: 1,
+        timeout: None,
+        oack: Vec::new(),
+    };
     for (name, value) in requested {
         let name = name.to_ascii_lowercase();
         let canonical: &'static str = match name.as_str() {
@@ -66,7 +71,11 @@ pub fn negotiate(requested: &[(&str, &str)], limits: Limits, file_len: u64) -> N
             // Unknown options are ignored (RFC 2347): they are simply not acknowledged.
             _ => continue,
         };
-        if negotiated.oack.iter().any(|(granted, _)| *granted == canonical) {
+        if negotiated
+            .oack
+            .iter()
+            .any(|(granted, _)| *granted == canonical)
+        {
             continue;
         }
         let granted = match canonical {
@@ -126,22 +135,44 @@ fn grant_timeout(value: &str) -> Option<u8> {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_blksize: 8192, max_windowsize: 16, max_window_bytes: 65536 };
+    const LIMITS: Limits = Limits {
+        max_blksize: 8192,
+        max_windowsize: 16,
+        max_window_bytes: 65536,
+    };
 
     fn oack(negotiated: &Negotiated) -> Vec<(&str, &str)> {
-        negotiated.oack.iter().map(|(name, value)| (*name, value.as_str())).collect()
+        negotiated
+            .oack
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect()
     }
 
     #[test]
     fn no_options_means_rfc_1350_and_no_oack() {
         let negotiated = negotiate(&[], LIMITS, 100);
-        assert_eq!(negotiated, Negotiated { blksize: 512, windowsize: 1, timeout: None, oack: vec![] });
+        assert_eq!(
+            negotiated,
+            Negotiated {
+                blksize: 512,
+                windowsize: 1,
+                timeout: None,
+                oack: vec![]
+            }
+        );
     }
 
     #[test]
     fn known_options_are_granted_in_the_clients_order() {
         let negotiated = negotiate(
-            &[("TSIZE", "0"), ("blksize", "1468"), ("windowsize", "4"), ("timeout", "3"), ("multicast", "")],
+            &[
+                ("TSIZE", "0"),
+                ("blksize", "1468"),
+                ("windowsize", "4"),
+                ("timeout", "3"),
+                ("multicast", ""),
+            ],
             LIMITS,
             123_456,
         );
@@ -150,7 +181,12 @@ mod tests {
         assert_eq!(negotiated.timeout, Some(Duration::from_secs(3)));
         assert_eq!(
             oack(&negotiated),
-            [("tsize", "123456"), ("blksize", "1468"), ("windowsize", "4"), ("timeout", "3")]
+            [
+                ("tsize", "123456"),
+                ("blksize", "1468"),
+                ("windowsize", "4"),
+                ("timeout", "3")
+            ]
         );
     }
 
@@ -177,27 +213,52 @@ mod tests {
             let granted = oack(&negotiated).first().map(|(_, value)| *value);
             assert_eq!(granted, *expected, "{name}={value}");
         }
-        assert_eq!(negotiate(&[("blksize", "7")], LIMITS, 5).blksize, DEFAULT_BLKSIZE);
+        assert_eq!(
+            negotiate(&[("blksize", "7")], LIMITS, 5).blksize,
+            DEFAULT_BLKSIZE
+        );
     }
 
     #[test]
     fn a_window_is_lowered_to_fit_the_byte_budget_whatever_the_option_order() {
         let negotiated = negotiate(&[("windowsize", "16"), ("blksize", "8192")], LIMITS, 5);
         assert_eq!(negotiated.windowsize, 8);
-        assert_eq!(oack(&negotiated), [("windowsize", "8"), ("blksize", "8192")]);
-        let huge = Limits { max_blksize: 65464, ..LIMITS };
+        assert_eq!(
+            oack(&negotiated),
+            [("windowsize", "8"), ("blksize", "8192")]
+        );
+        let huge = Limits {
+            max_blksize: 65464,
+            ..LIMITS
+        };
         let negotiated = negotiate(&[("blksize", "65464"), ("windowsize", "4")], huge, 5);
-        assert_eq!((negotiated.windowsize, oack(&negotiated)[1]), (1, ("windowsize", "1")));
+        assert_eq!(
+            (negotiated.windowsize, oack(&negotiated)[1]),
+            (1, ("windowsize", "1"))
+        );
         let negotiated = negotiate(&[("blksize", "1468"), ("windowsize", "8")], LIMITS, 5);
-        assert_eq!(negotiated.windowsize, 8, "8 blocks of 1468 bytes fit in 64 KiB");
+        assert_eq!(
+            negotiated.windowsize, 8,
+            "8 blocks of 1468 bytes fit in 64 KiB"
+        );
     }
 
     #[test]
     fn the_first_of_a_repeated_option_counts_and_limits_are_sane() {
         let negotiated = negotiate(&[("blksize", "1024"), ("BLKSIZE", "2048")], LIMITS, 5);
-        assert_eq!((negotiated.blksize, oack(&negotiated)), (1024, vec![("blksize", "1024")]));
-        let odd = Limits { max_blksize: 0, max_windowsize: 0, max_window_bytes: 0 };
+        assert_eq!(
+            (negotiated.blksize, oack(&negotiated)),
+            (1024, vec![("blksize", "1024")])
+        );
+        let odd = Limits {
+            max_blksize: 0,
+            max_windowsize: 0,
+            max_window_bytes: 0,
+        };
         let negotiated = negotiate(&[("blksize", "4096"), ("windowsize", "8")], odd, 5);
-        assert_eq!((negotiated.blksize, negotiated.windowsize), (MIN_BLKSIZE, 1));
+        assert_eq!(
+            (negotiated.blksize, negotiated.windowsize),
+            (MIN_BLKSIZE, 1)
+        );
     }
 }

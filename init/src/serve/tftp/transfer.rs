@@ -87,7 +87,9 @@ pub enum TransferError {
         client: SocketAddr,
     },
     /// The server is stopping.
-    #[error("the transfer of {path} to {client} was cut short because the TFTP server is stopping")]
+    #[error(
+        "the transfer of {path} to {client} was cut short because the TFTP server is stopping"
+    )]
     Stopped {
         /// The file.
         path: String,
@@ -121,7 +123,11 @@ pub enum AckOutcome {
 impl Progress {
     /// A transfer of `len` bytes in blocks of `blksize`.
     pub fn new(len: u64, blksize: u16) -> Progress {
-        Progress { acked: 0, sent: 0, last: len / u64::from(blksize.max(1)) + 1 }
+        Progress {
+            acked: 0,
+            sent: 0,
+            last: len / u64::from(blksize.max(1)) + 1,
+        }
     }
 
     /// The blocks of the next window of `windowsize` blocks (which also marks them sent).
@@ -165,7 +171,9 @@ pub struct Backoff {
 impl Backoff {
     /// The timeout after `retries` retransmissions.
     pub fn timeout(&self, retries: u32) -> Duration {
-        let doubled = self.initial.saturating_mul(1u32.checked_shl(retries).unwrap_or(u32::MAX));
+        let doubled = self
+            .initial
+            .saturating_mul(1u32.checked_shl(retries).unwrap_or(u32::MAX));
         doubled.min(self.ceiling.max(self.initial))
     }
 }
@@ -205,7 +213,10 @@ pub(super) fn run(job: Job) {
     let socket = match bind_to_client(&job) {
         Ok(socket) => socket,
         Err(error) => {
-            log::warn!("tftp: cannot open a transfer socket for {}: {error}", job.client);
+            log::warn!(
+                "tftp: cannot open a transfer socket for {}: {error}",
+                job.client
+            );
             return;
         }
     };
@@ -216,16 +227,28 @@ pub(super) fn run(job: Job) {
     let content = match accept(&job, request.filename, request.mode) {
         Ok(accepted) => accepted,
         Err((code, reason)) => {
-            log::info!("tftp: {} asked for {:?}: refused: {reason}", job.client, request.filename);
+            log::info!(
+                "tftp: {} asked for {:?}: refused: {reason}",
+                job.client,
+                request.filename
+            );
             send_error(&socket, code, &reason);
-            job.emit(&TftpEvent::Refused { client: job.client, request: request.filename.to_string(), code, reason });
+            job.emit(&TftpEvent::Refused {
+                client: job.client,
+                request: request.filename.to_string(),
+                code,
+                reason,
+            });
             return;
         }
     };
     let (path, content) = content;
     let negotiated = options::negotiate(&request.options, job.limits, content.len());
     let backoff = match negotiated.timeout {
-        Some(asked) => Backoff { initial: asked, ceiling: asked.max(job.backoff.ceiling) },
+        Some(asked) => Backoff {
+            initial: asked,
+            ceiling: asked.max(job.backoff.ceiling),
+        },
         None => job.backoff,
     };
     job.emit(&TftpEvent::Started {
@@ -246,7 +269,9 @@ pub(super) fn run(job: Job) {
         retransmissions: 0,
         buffer: vec![0; wire::HEADER_LEN + usize::from(negotiated.blksize)],
     };
-    let result = sender.send_oack(&negotiated.oack).and_then(|()| sender.send_file(negotiated.windowsize));
+    let result = sender
+        .send_oack(&negotiated.oack)
+        .and_then(|()| sender.send_file(negotiated.windowsize));
     let report = TransferReport {
         client: job.client,
         path: path.to_string(),
@@ -270,7 +295,11 @@ fn bind_to_client(job: &Job) -> std::io::Result<UdpSocket> {
 }
 
 /// Checks the request and opens the file, or says which error to answer.
-fn accept(job: &Job, filename: &str, mode: &str) -> Result<(SafePath, Arc<dyn Content>), (ErrorCode, String)> {
+fn accept(
+    job: &Job,
+    filename: &str,
+    mode: &str,
+) -> Result<(SafePath, Arc<dyn Content>), (ErrorCode, String)> {
     // netascii would rewrite line ends in binary boot files; PXE clients always ask for octet.
     if !mode.eq_ignore_ascii_case("octet") {
         return Err((
@@ -278,7 +307,8 @@ fn accept(job: &Job, filename: &str, mode: &str) -> Result<(SafePath, Arc<dyn Co
             format!("transfer mode {mode:?} is not served: PXEN serves files in octet (binary) mode only; ask for octet (tftp: 'binary' or -m octet)"),
         ));
     }
-    let path = SafePath::parse(filename).map_err(|error| (ErrorCode::AccessViolation, error.to_string()))?;
+    let path = SafePath::parse(filename)
+        .map_err(|error| (ErrorCode::AccessViolation, error.to_string()))?;
     let content = job.source.open(&path).map_err(|error| {
         let code = match &error {
             OpenError::NotFound { .. } => ErrorCode::FileNotFound,
@@ -296,18 +326,30 @@ pub(super) fn send_error(socket: &UdpSocket, code: ErrorCode, message: &str) {
 }
 
 /// Sends an ERROR packet to `to`, or to the connected peer.
-pub(super) fn send_error_to(socket: &UdpSocket, to: Option<SocketAddr>, code: ErrorCode, message: &str) {
+pub(super) fn send_error_to(
+    socket: &UdpSocket,
+    to: Option<SocketAddr>,
+    code: ErrorCode,
+    message: &str,
+) {
     let mut end = message.len().min(MAX_ERROR_MESSAGE);
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    let packet = Repr::Error { code, message: &message[..end] }.to_bytes();
+    let packet = Repr::Error {
+        code,
+        message: &message[..end],
+    }
+    .to_bytes();
     let sent = match to {
         Some(client) => socket.send_to(&packet, client),
         None => socket.send(&packet),
     };
     if let Err(error) = sent {
-        log::warn!("tftp: cannot send error {} to {to:?}: {error}", code.to_u16());
+        log::warn!(
+            "tftp: cannot send error {} to {to:?}: {error}",
+            code.to_u16()
+        );
     }
 }
 
@@ -355,10 +397,15 @@ impl Sender<'_> {
         if oack.is_empty() {
             return Ok(());
         }
-        let options: Vec<(&str, &str)> = oack.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        let options: Vec<(&str, &str)> = oack
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
         let packet = Repr::OptionAck { options }.to_bytes();
         for retry in 0..=self.job.retries {
-            self.socket.send(&packet).map_err(|source| self.io_error(source))?;
+            self.socket
+                .send(&packet)
+                .map_err(|source| self.io_error(source))?;
             let deadline = Instant::now() + self.backoff.timeout(retry);
             loop {
                 match self.wait(deadline)? {
@@ -411,12 +458,18 @@ impl Sender<'_> {
         packet.set_opcode(Opcode::Data);
         packet.set_block_number(wire_block(index));
         read_exact_at(self.content, offset, packet.data_mut()).map_err(|why| {
-            let error = TransferError::Read { path: self.path.to_string(), offset, why };
+            let error = TransferError::Read {
+                path: self.path.to_string(),
+                offset,
+                why,
+            };
             send_error(self.socket, ErrorCode::NotDefined, &error.to_string());
             error
         })?;
         let packet = &self.buffer[..wire::HEADER_LEN + len];
-        self.socket.send(packet).map_err(|source| self.io_error(source))?;
+        self.socket
+            .send(packet)
+            .map_err(|source| self.io_error(source))?;
         Ok(())
     }
 
@@ -426,21 +479,33 @@ impl Sender<'_> {
         let mut packet = [0u8; 1024];
         loop {
             if self.job.stop.load(Ordering::Relaxed) {
-                send_error(self.socket, ErrorCode::NotDefined, "the PXEN boot service is stopping");
-                return Err(TransferError::Stopped { path: self.path.to_string(), client: self.job.client });
+                send_error(
+                    self.socket,
+                    ErrorCode::NotDefined,
+                    "the PXEN boot service is stopping",
+                );
+                return Err(TransferError::Stopped {
+                    path: self.path.to_string(),
+                    client: self.job.client,
+                });
             }
             let now = Instant::now();
             if now >= deadline {
                 return Ok(Wait::TimedOut);
             }
             let timeout = (deadline - now).min(STOP_POLL);
-            self.socket.set_read_timeout(Some(timeout)).map_err(|source| self.io_error(source))?;
+            self.socket
+                .set_read_timeout(Some(timeout))
+                .map_err(|source| self.io_error(source))?;
             let len = match self.socket.recv(&mut packet) {
                 Ok(len) => len,
                 Err(error) if is_timeout(&error) => continue,
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(TransferError::ClientGone { path: self.path.to_string(), client: self.job.client });
+                    return Err(TransferError::ClientGone {
+                        path: self.path.to_string(),
+                        client: self.job.client,
+                    });
                 }
                 Err(source) => return Err(self.io_error(source)),
             };
@@ -455,9 +520,15 @@ impl Sender<'_> {
                     });
                 }
                 // Anything else from the client is noise for a sender: only the timeout counts.
-                Ok(other) => log::debug!("tftp: {} sent an unexpected {other:?} during a transfer", self.job.client),
+                Ok(other) => log::debug!(
+                    "tftp: {} sent an unexpected {other:?} during a transfer",
+                    self.job.client
+                ),
                 Err(error) => {
-                    log::debug!("tftp: {} sent a malformed packet during a transfer: {error}", self.job.client)
+                    log::debug!(
+                        "tftp: {} sent a malformed packet during a transfer: {error}",
+                        self.job.client
+                    )
                 }
             }
         }
@@ -465,13 +536,24 @@ impl Sender<'_> {
 
     fn io_error(&self, source: std::io::Error) -> TransferError {
         if source.kind() == std::io::ErrorKind::ConnectionRefused {
-            return TransferError::ClientGone { path: self.path.to_string(), client: self.job.client };
+            return TransferError::ClientGone {
+                path: self.path.to_string(),
+                client: self.job.client,
+            };
         }
-        TransferError::Socket { path: self.path.to_string(), client: self.job.client, source }
+        TransferError::Socket {
+            path: self.path.to_string(),
+            client: self.job.client,
+            source,
+        }
     }
 
     fn timed_out(&self, block: u64) -> TransferError {
-        send_error(self.socket, ErrorCode::NotDefined, "timed out waiting for an acknowledgement");
+        send_error(
+            self.socket,
+            ErrorCode::NotDefined,
+            "timed out waiting for an acknowledgement",
+        );
         TransferError::TimedOut {
             path: self.path.to_string(),
             client: self.job.client,
@@ -482,7 +564,10 @@ impl Sender<'_> {
 }
 
 fn is_timeout(error: &std::io::Error) -> bool {
-    matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Fills `buf` from `offset`; a short file is an error (it shrank since it was opened).
@@ -512,7 +597,11 @@ mod tests {
     fn a_file_has_one_more_block_than_full_blocks() {
         assert_eq!(Progress::new(0, 512).last, 1);
         assert_eq!(Progress::new(511, 512).last, 1);
-        assert_eq!(Progress::new(512, 512).last, 2, "a multiple of the block size ends with an empty block");
+        assert_eq!(
+            Progress::new(512, 512).last,
+            2,
+            "a multiple of the block size ends with an empty block"
+        );
         assert_eq!(Progress::new(1025, 512).last, 3);
     }
 
@@ -520,11 +609,23 @@ mod tests {
     fn lock_step_ignores_duplicate_acks() {
         let mut progress = Progress::new(2000, 512);
         assert_eq!(progress.next_window(1), 1..=1);
-        assert_eq!(progress.on_ack(0), AckOutcome::Ignored, "a duplicate of the OACK's ACK");
-        assert_eq!(progress.on_ack(2), AckOutcome::Ignored, "a block not sent yet");
+        assert_eq!(
+            progress.on_ack(0),
+            AckOutcome::Ignored,
+            "a duplicate of the OACK's ACK"
+        );
+        assert_eq!(
+            progress.on_ack(2),
+            AckOutcome::Ignored,
+            "a block not sent yet"
+        );
         assert_eq!(progress.on_ack(1), AckOutcome::Advanced);
         assert_eq!(progress.next_window(1), 2..=2);
-        assert_eq!(progress.on_ack(1), AckOutcome::Ignored, "the Sorcerer's Apprentice duplicate");
+        assert_eq!(
+            progress.on_ack(1),
+            AckOutcome::Ignored,
+            "the Sorcerer's Apprentice duplicate"
+        );
         assert_eq!(progress.on_ack(2), AckOutcome::Advanced);
         assert_eq!(progress.next_window(1), 3..=3);
         assert_eq!(progress.on_ack(3), AckOutcome::Advanced);
@@ -536,13 +637,21 @@ mod tests {
     fn a_window_restarts_after_the_last_block_the_client_has() {
         let mut progress = Progress::new(10 * 512 + 3, 512);
         assert_eq!(progress.next_window(4), 1..=4);
-        assert_eq!(progress.on_ack(2), AckOutcome::Advanced, "the client missed block 3");
+        assert_eq!(
+            progress.on_ack(2),
+            AckOutcome::Advanced,
+            "the client missed block 3"
+        );
         assert_eq!(progress.next_window(4), 3..=6);
         assert_eq!(progress.on_ack(2), AckOutcome::Ignored);
         assert_eq!(progress.on_ack(6), AckOutcome::Advanced);
         assert_eq!(progress.next_window(4), 7..=10);
         assert_eq!(progress.on_ack(10), AckOutcome::Advanced);
-        assert_eq!(progress.next_window(4), 11..=11, "the window stops at the last block");
+        assert_eq!(
+            progress.next_window(4),
+            11..=11,
+            "the window stops at the last block"
+        );
         assert_eq!(progress.on_ack(11), AckOutcome::Complete);
     }
 
@@ -563,12 +672,22 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_ceiling() {
-        let backoff = Backoff { initial: Duration::from_millis(500), ceiling: Duration::from_secs(3) };
+        let backoff = Backoff {
+            initial: Duration::from_millis(500),
+            ceiling: Duration::from_secs(3),
+        };
         let timeouts: Vec<u128> = (0..5).map(|n| backoff.timeout(n).as_millis()).collect();
         assert_eq!(timeouts, [500, 1000, 2000, 3000, 3000]);
         assert_eq!(backoff.timeout(200), Duration::from_secs(3), "no overflow");
-        let low_ceiling = Backoff { initial: Duration::from_secs(5), ceiling: Duration::from_secs(1) };
-        assert_eq!(low_ceiling.timeout(3), Duration::from_secs(5), "the ceiling never undercuts the first timeout");
+        let low_ceiling = Backoff {
+            initial: Duration::from_secs(5),
+            ceiling: Duration::from_secs(1),
+        };
+        assert_eq!(
+            low_ceiling.timeout(3),
+            Duration::from_secs(5),
+            "the ceiling never undercuts the first timeout"
+        );
     }
 
     #[test]

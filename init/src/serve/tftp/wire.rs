@@ -196,14 +196,22 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn check_len(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
         if len < OPCODE_LEN {
-            return Err(WireError::TooShort { what: "packet", needed: OPCODE_LEN, len });
+            return Err(WireError::TooShort {
+                what: "packet",
+                needed: OPCODE_LEN,
+                len,
+            });
         }
         let needed = match self.opcode()? {
             Opcode::ReadRequest | Opcode::WriteRequest | Opcode::OptionAck => OPCODE_LEN,
             Opcode::Data | Opcode::Ack | Opcode::Error => HEADER_LEN,
         };
         if len < needed {
-            return Err(WireError::TooShort { what: self.kind(), needed, len });
+            return Err(WireError::TooShort {
+                what: self.kind(),
+                needed,
+                len,
+            });
         }
         Ok(())
     }
@@ -229,7 +237,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn payload(&self) -> &[u8] {
         let bytes = self.buffer.as_ref();
         match self.opcode() {
-            Ok(Opcode::ReadRequest | Opcode::WriteRequest | Opcode::OptionAck) => &bytes[OPCODE_LEN..],
+            Ok(Opcode::ReadRequest | Opcode::WriteRequest | Opcode::OptionAck) => {
+                &bytes[OPCODE_LEN..]
+            }
             _ => &bytes[HEADER_LEN..],
         }
     }
@@ -330,14 +340,24 @@ impl<'a> Repr<'a> {
         Ok(match packet.opcode()? {
             Opcode::ReadRequest => Repr::ReadRequest(parse_request(header_end(OPCODE_LEN))?),
             Opcode::WriteRequest => Repr::WriteRequest(parse_request(header_end(OPCODE_LEN))?),
-            Opcode::Data => Repr::Data { block: packet.block_number(), data: header_end(HEADER_LEN) },
-            Opcode::Ack => Repr::Ack { block: packet.block_number() },
+            Opcode::Data => Repr::Data {
+                block: packet.block_number(),
+                data: header_end(HEADER_LEN),
+            },
+            Opcode::Ack => Repr::Ack {
+                block: packet.block_number(),
+            },
             Opcode::Error => {
                 let mut strings = Strings(header_end(HEADER_LEN));
                 let message = strings.next_str("error message")?;
-                Repr::Error { code: packet.error_code(), message }
+                Repr::Error {
+                    code: packet.error_code(),
+                    message,
+                }
             }
-            Opcode::OptionAck => Repr::OptionAck { options: parse_options(Strings(header_end(OPCODE_LEN)))? },
+            Opcode::OptionAck => Repr::OptionAck {
+                options: parse_options(Strings(header_end(OPCODE_LEN)))?,
+            },
         })
     }
 
@@ -349,7 +369,12 @@ impl<'a> Repr<'a> {
     /// The size of the emitted packet.
     pub fn buffer_len(&self) -> usize {
         let strings = |list: &[&str]| list.iter().map(|s| s.len() + 1).sum::<usize>();
-        let options = |options: &[(&str, &str)]| options.iter().map(|(n, v)| n.len() + v.len() + 2).sum::<usize>();
+        let options = |options: &[(&str, &str)]| {
+            options
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 2)
+                .sum::<usize>()
+        };
         match self {
             Repr::ReadRequest(request) | Repr::WriteRequest(request) => {
                 OPCODE_LEN + strings(&[request.filename, request.mode]) + options(&request.options)
@@ -365,13 +390,19 @@ impl<'a> Repr<'a> {
     pub fn emit(&self, buffer: &mut [u8]) -> Result<usize, WireError> {
         let needed = self.buffer_len();
         if buffer.len() < needed {
-            return Err(WireError::BufferTooSmall { len: buffer.len(), needed });
+            return Err(WireError::BufferTooSmall {
+                len: buffer.len(),
+                needed,
+            });
         }
         let mut writer = Writer { buffer, at: 0 };
         match self {
             Repr::ReadRequest(request) | Repr::WriteRequest(request) => {
-                let opcode =
-                    if matches!(self, Repr::ReadRequest(_)) { Opcode::ReadRequest } else { Opcode::WriteRequest };
+                let opcode = if matches!(self, Repr::ReadRequest(_)) {
+                    Opcode::ReadRequest
+                } else {
+                    Opcode::WriteRequest
+                };
                 writer.u16(opcode.to_u16());
                 writer.string(request.filename);
                 writer.string(request.mode);
@@ -412,7 +443,11 @@ fn parse_request(payload: &[u8]) -> Result<Request<'_>, WireError> {
     let mut strings = Strings(payload);
     let filename = strings.next_str("filename")?;
     let mode = strings.next_str("mode")?;
-    Ok(Request { filename, mode, options: parse_options(strings)? })
+    Ok(Request {
+        filename,
+        mode,
+        options: parse_options(strings)?,
+    })
 }
 
 fn parse_options(mut strings: Strings<'_>) -> Result<Vec<(&str, &str)>, WireError> {
@@ -420,7 +455,9 @@ fn parse_options(mut strings: Strings<'_>) -> Result<Vec<(&str, &str)>, WireErro
     while !strings.is_padding() {
         let name = strings.next_str("option name")?;
         if strings.0.is_empty() {
-            return Err(WireError::OptionWithoutValue { name: name.to_string() });
+            return Err(WireError::OptionWithoutValue {
+                name: name.to_string(),
+            });
         }
         let value = strings.next_str("option value")?;
         options.push((name, value));
@@ -434,7 +471,11 @@ struct Strings<'a>(&'a [u8]);
 impl<'a> Strings<'a> {
     /// The next string, without its NUL.
     fn next_str(&mut self, field: &'static str) -> Result<&'a str, WireError> {
-        let end = self.0.iter().position(|&b| b == 0).ok_or(WireError::Unterminated { field })?;
+        let end = self
+            .0
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(WireError::Unterminated { field })?;
         let text = std::str::from_utf8(&self.0[..end]).map_err(|_| WireError::NotUtf8 { field })?;
         self.0 = &self.0[end + 1..];
         Ok(text)
@@ -480,7 +521,11 @@ mod tests {
     use super::*;
 
     fn rrq<'a>(filename: &'a str, options: &[(&'a str, &'a str)]) -> Repr<'a> {
-        Repr::ReadRequest(Request { filename, mode: "octet", options: options.to_vec() })
+        Repr::ReadRequest(Request {
+            filename,
+            mode: "octet",
+            options: options.to_vec(),
+        })
     }
 
     #[test]
@@ -489,18 +534,54 @@ mod tests {
             (b"\0\x01pxelinux.0\0octet\0", rrq("pxelinux.0", &[])),
             (
                 b"\0\x01vmlinuz\0octet\0blksize\x001468\0tsize\x000\0windowsize\x004\0",
-                rrq("vmlinuz", &[("blksize", "1468"), ("tsize", "0"), ("windowsize", "4")]),
+                rrq(
+                    "vmlinuz",
+                    &[("blksize", "1468"), ("tsize", "0"), ("windowsize", "4")],
+                ),
             ),
             (
                 b"\0\x02up\0NetASCII\0",
-                Repr::WriteRequest(Request { filename: "up", mode: "NetASCII", options: vec![] }),
+                Repr::WriteRequest(Request {
+                    filename: "up",
+                    mode: "NetASCII",
+                    options: vec![],
+                }),
             ),
-            (b"\0\x03\x01\x02abc", Repr::Data { block: 0x0102, data: b"abc" }),
-            (b"\0\x03\xff\xff", Repr::Data { block: 65535, data: b"" }),
+            (
+                b"\0\x03\x01\x02abc",
+                Repr::Data {
+                    block: 0x0102,
+                    data: b"abc",
+                },
+            ),
+            (
+                b"\0\x03\xff\xff",
+                Repr::Data {
+                    block: 65535,
+                    data: b"",
+                },
+            ),
             (b"\0\x04\0\0", Repr::Ack { block: 0 }),
-            (b"\0\x05\0\x01nope\0", Repr::Error { code: ErrorCode::FileNotFound, message: "nope" }),
-            (b"\0\x05\0\x63\0", Repr::Error { code: ErrorCode::Other(99), message: "" }),
-            (b"\0\x06blksize\x00512\0", Repr::OptionAck { options: vec![("blksize", "512")] }),
+            (
+                b"\0\x05\0\x01nope\0",
+                Repr::Error {
+                    code: ErrorCode::FileNotFound,
+                    message: "nope",
+                },
+            ),
+            (
+                b"\0\x05\0\x63\0",
+                Repr::Error {
+                    code: ErrorCode::Other(99),
+                    message: "",
+                },
+            ),
+            (
+                b"\0\x06blksize\x00512\0",
+                Repr::OptionAck {
+                    options: vec![("blksize", "512")],
+                },
+            ),
         ];
         for (bytes, expected) in cases {
             assert_eq!(Repr::parse_bytes(bytes), Ok(expected.clone()), "{bytes:?}");
@@ -511,34 +592,120 @@ mod tests {
     #[test]
     fn real_client_quirks_are_accepted() {
         // Padding after an ACK's block number and NUL padding after a request's options.
-        assert_eq!(Repr::parse_bytes(b"\0\x04\0\x07\0\0"), Ok(Repr::Ack { block: 7 }));
-        assert_eq!(Repr::parse_bytes(b"\0\x01f\0octet\0\0\0\0"), Ok(rrq("f", &[])));
-        assert_eq!(Repr::parse_bytes(b"\0\x01f\0octet\0tsize\x000\0\0"), Ok(rrq("f", &[("tsize", "0")])));
+        assert_eq!(
+            Repr::parse_bytes(b"\0\x04\0\x07\0\0"),
+            Ok(Repr::Ack { block: 7 })
+        );
+        assert_eq!(
+            Repr::parse_bytes(b"\0\x01f\0octet\0\0\0\0"),
+            Ok(rrq("f", &[]))
+        );
+        assert_eq!(
+            Repr::parse_bytes(b"\0\x01f\0octet\0tsize\x000\0\0"),
+            Ok(rrq("f", &[("tsize", "0")]))
+        );
     }
 
     #[test]
     fn malformed_packets_get_the_exact_error() {
         let cases: &[(&[u8], WireError)] = &[
-            (b"", WireError::TooShort { what: "packet", needed: 2, len: 0 }),
-            (b"\0", WireError::TooShort { what: "packet", needed: 2, len: 1 }),
+            (
+                b"",
+                WireError::TooShort {
+                    what: "packet",
+                    needed: 2,
+                    len: 0,
+                },
+            ),
+            (
+                b"\0",
+                WireError::TooShort {
+                    what: "packet",
+                    needed: 2,
+                    len: 1,
+                },
+            ),
             (b"\0\0", WireError::UnknownOpcode { opcode: 0 }),
             (b"\0\x07abc", WireError::UnknownOpcode { opcode: 7 }),
             (b"\xff\xff", WireError::UnknownOpcode { opcode: 65535 }),
-            (b"\0\x03\0", WireError::TooShort { what: "DATA packet", needed: 4, len: 3 }),
-            (b"\0\x04", WireError::TooShort { what: "ACK packet", needed: 4, len: 2 }),
-            (b"\0\x05\0", WireError::TooShort { what: "ERROR packet", needed: 4, len: 3 }),
-            (b"\0\x05\0\x01no nul", WireError::Unterminated { field: "error message" }),
+            (
+                b"\0\x03\0",
+                WireError::TooShort {
+                    what: "DATA packet",
+                    needed: 4,
+                    len: 3,
+                },
+            ),
+            (
+                b"\0\x04",
+                WireError::TooShort {
+                    what: "ACK packet",
+                    needed: 4,
+                    len: 2,
+                },
+            ),
+            (
+                b"\0\x05\0",
+                WireError::TooShort {
+                    what: "ERROR packet",
+                    needed: 4,
+                    len: 3,
+                },
+            ),
+            (
+                b"\0\x05\0\x01no nul",
+                WireError::Unterminated {
+                    field: "error message",
+                },
+            ),
             (b"\0\x01", WireError::Unterminated { field: "filename" }),
-            (b"\0\x01pxelinux.0", WireError::Unterminated { field: "filename" }),
-            (b"\0\x01pxelinux.0\0", WireError::Unterminated { field: "mode" }),
-            (b"\0\x01pxelinux.0\0octet", WireError::Unterminated { field: "mode" }),
-            (b"\0\x01\xff\xfe\0octet\0", WireError::NotUtf8 { field: "filename" }),
+            (
+                b"\0\x01pxelinux.0",
+                WireError::Unterminated { field: "filename" },
+            ),
+            (
+                b"\0\x01pxelinux.0\0",
+                WireError::Unterminated { field: "mode" },
+            ),
+            (
+                b"\0\x01pxelinux.0\0octet",
+                WireError::Unterminated { field: "mode" },
+            ),
+            (
+                b"\0\x01\xff\xfe\0octet\0",
+                WireError::NotUtf8 { field: "filename" },
+            ),
             (b"\0\x01f\0oc\xc3\0", WireError::NotUtf8 { field: "mode" }),
-            (b"\0\x01f\0octet\0blksize\0", WireError::OptionWithoutValue { name: "blksize".into() }),
-            (b"\0\x01f\0octet\0blksize\x001468", WireError::Unterminated { field: "option value" }),
-            (b"\0\x01f\0octet\0blksize", WireError::Unterminated { field: "option name" }),
-            (b"\0\x06tsize\0", WireError::OptionWithoutValue { name: "tsize".into() }),
-            (b"\0\x02f\0octet\0\xc0\0x\0", WireError::NotUtf8 { field: "option name" }),
+            (
+                b"\0\x01f\0octet\0blksize\0",
+                WireError::OptionWithoutValue {
+                    name: "blksize".into(),
+                },
+            ),
+            (
+                b"\0\x01f\0octet\0blksize\x001468",
+                WireError::Unterminated {
+                    field: "option value",
+                },
+            ),
+            (
+                b"\0\x01f\0octet\0blksize",
+                WireError::Unterminated {
+                    field: "option name",
+                },
+            ),
+            (
+                b"\0\x06tsize\0",
+                WireError::OptionWithoutValue {
+                    name: "tsize".into(),
+                },
+            ),
+            (
+                b"\0\x02f\0octet\0\xc0\0x\0",
+                WireError::NotUtf8 {
+                    field: "option name",
+                },
+            ),
         ];
         for (bytes, expected) in cases {
             assert_eq!(Repr::parse_bytes(bytes), Err(expected.clone()), "{bytes:?}");
@@ -548,7 +715,10 @@ mod tests {
     #[test]
     fn emit_refuses_a_short_buffer_and_data_headers_are_written_in_place() {
         let mut small = [0u8; 3];
-        assert_eq!(Repr::Ack { block: 1 }.emit(&mut small), Err(WireError::BufferTooSmall { len: 3, needed: 4 }));
+        assert_eq!(
+            Repr::Ack { block: 1 }.emit(&mut small),
+            Err(WireError::BufferTooSmall { len: 3, needed: 4 })
+        );
         let mut packet = Packet::new_unchecked(vec![0u8; 7]);
         packet.set_opcode(Opcode::Data);
         packet.set_block_number(258);
@@ -577,24 +747,56 @@ mod tests {
     }
 
     /// Strings that emit and parse back unchanged: no NUL, and not a lone trailing padding.
-    const WORDS: &[&str] = &["pxelinux.0", "octet", "netascii", "blksize", "1468", "tsize", "0", "x", "é", "a/b"];
+    const WORDS: &[&str] = &[
+        "pxelinux.0",
+        "octet",
+        "netascii",
+        "blksize",
+        "1468",
+        "tsize",
+        "0",
+        "x",
+        "é",
+        "a/b",
+    ];
 
     fn random_repr_bytes(rng: &mut XorShift) -> Vec<u8> {
         let word = |rng: &mut XorShift| WORDS[rng.below(WORDS.len())];
-        let options = |rng: &mut XorShift| (0..rng.below(4)).map(|_| (word(rng), word(rng))).collect::<Vec<_>>();
+        let options = |rng: &mut XorShift| {
+            (0..rng.below(4))
+                .map(|_| (word(rng), word(rng)))
+                .collect::<Vec<_>>()
+        };
         let block = rng.next() as u16;
         let len = rng.below(600);
         let data = rng.bytes(len);
         let repr = match rng.below(6) {
-            0 => Repr::ReadRequest(Request { filename: word(rng), mode: word(rng), options: options(rng) }),
-            1 => Repr::WriteRequest(Request { filename: word(rng), mode: word(rng), options: options(rng) }),
+            0 => Repr::ReadRequest(Request {
+                filename: word(rng),
+                mode: word(rng),
+                options: options(rng),
+            }),
+            1 => Repr::WriteRequest(Request {
+                filename: word(rng),
+                mode: word(rng),
+                options: options(rng),
+            }),
             2 => Repr::Data { block, data: &data },
             3 => Repr::Ack { block },
-            4 => Repr::Error { code: ErrorCode::from_u16(rng.next() as u16 % 10), message: word(rng) },
-            _ => Repr::OptionAck { options: options(rng) },
+            4 => Repr::Error {
+                code: ErrorCode::from_u16(rng.next() as u16 % 10),
+                message: word(rng),
+            },
+            _ => Repr::OptionAck {
+                options: options(rng),
+            },
         };
         let bytes = repr.to_bytes();
-        assert_eq!(Repr::parse_bytes(&bytes).as_ref(), Ok(&repr), "a valid packet must round-trip");
+        assert_eq!(
+            Repr::parse_bytes(&bytes).as_ref(),
+            Ok(&repr),
+            "a valid packet must round-trip"
+        );
         bytes
     }
 
@@ -602,7 +804,11 @@ mod tests {
     fn check_never_panics_and_round_trips(bytes: &[u8]) {
         if let Ok(repr) = Repr::parse_bytes(bytes) {
             let emitted = repr.to_bytes();
-            assert_eq!(Repr::parse_bytes(&emitted).as_ref(), Ok(&repr), "{bytes:?} -> {emitted:?}");
+            assert_eq!(
+                Repr::parse_bytes(&emitted).as_ref(),
+                Ok(&repr),
+                "{bytes:?} -> {emitted:?}"
+            );
         }
     }
 

@@ -1,4 +1,6 @@
-//! A writer for the "newc" cpio format, the only format the Linux kernel unpacks as an initramfs.
+//! The "newc" cpio format, the only format the Linux kernel unpacks as an initramfs: a writer
+//! (for the initramfs builder, and for the configuration host0 appends to the initramfs it
+//! serves) and a checked reader.
 //!
 //! An archive is a sequence of entries, each a 110-byte ASCII header, the NUL-terminated name
 //! and the data, name and data each padded with zeros to a multiple of 4 bytes, ended by an
@@ -278,6 +280,99 @@ fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// One entry read back from an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEntry {
+    /// The path, as stored.
+    pub name: String,
+    /// The inode number.
+    pub inode: u32,
+    /// `st_mode`: file type and permission bits.
+    pub mode: u32,
+    /// Owner and group.
+    pub uid_gid: (u32, u32),
+    /// Modification time (seconds since the epoch).
+    pub mtime: u32,
+    /// Number of links.
+    pub nlink: u32,
+    /// Device number of a device node (major, minor).
+    pub rdev: (u32, u32),
+    /// The data of a regular file (empty for others).
+    pub data: Vec<u8>,
+}
+
+/// An archive that is not valid newc.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid newc cpio archive at byte {offset}: {what}")]
+pub struct ReadError {
+    /// Where the problem is.
+    pub offset: usize,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+/// Reads every entry of one newc archive, up to and including its trailer, which must end
+/// `archive` (padding zeros aside, as the kernel allows between concatenated archives).
+pub fn read_archive(archive: &[u8]) -> Result<Vec<ReadEntry>, ReadError> {
+    let mut entries = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fail = |what| ReadError { offset, what };
+        let header = archive
+            .get(offset..offset + 110)
+            .ok_or(fail("truncated header"))?;
+        if &header[..6] != MAGIC.as_bytes() {
+            return Err(fail("bad magic (not 070701)"));
+        }
+        let field = |index: usize| -> Result<u32, ReadError> {
+            let start = 6 + index * 8;
+            std::str::from_utf8(&header[start..start + 8])
+                .ok()
+                .and_then(|text| u32::from_str_radix(text, 16).ok())
+                .ok_or(fail("a header field is not 8 hex digits"))
+        };
+        let name_size = field(11)? as usize;
+        let name_end = offset + 110 + name_size;
+        let name_bytes = archive
+            .get(offset + 110..name_end)
+            .ok_or(fail("truncated name"))?;
+        let name = match name_bytes.split_last() {
+            Some((0, name)) => std::str::from_utf8(name).map_err(|_| fail("name is not UTF-8"))?,
+            _ => return Err(fail("name is not NUL-terminated")),
+        };
+        let data_start = name_end + padding_for(name_end as u64);
+        let size = field(6)? as usize;
+        let data = archive
+            .get(data_start..data_start + size)
+            .ok_or(fail("truncated data"))?;
+        let done = name == TRAILER;
+        entries.push(ReadEntry {
+            name: name.to_owned(),
+            inode: field(0)?,
+            mode: field(1)?,
+            uid_gid: (field(2)?, field(3)?),
+            nlink: field(4)?,
+            mtime: field(5)?,
+            rdev: (field(9)?, field(10)?),
+            data: data.to_vec(),
+        });
+        offset = data_start + size;
+        offset += padding_for(offset as u64);
+        if done {
+            if archive
+                .get(offset..)
+                .is_some_and(|rest| rest.iter().all(|&b| b == 0))
+            {
+                return Ok(entries);
+            }
+            return Err(ReadError {
+                offset,
+                what: "bytes after the trailer",
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -285,55 +380,67 @@ pub(crate) mod tests {
     /// One parsed header: (name, mode, nlink, size, rdev major, rdev minor, inode, data).
     pub(crate) type Parsed = (String, u32, u32, u32, u32, u32, u32, Vec<u8>);
 
-    fn field(bytes: &[u8], index: usize) -> u32 {
-        let start = 6 + index * 8;
-        let text = std::str::from_utf8(&bytes[start..start + 8]).unwrap();
-        u32::from_str_radix(text, 16).unwrap()
+    /// Parses an archive back with [`read_archive`], checking the fixed metadata the writer
+    /// promises (owner, group and time zero).
+    pub(crate) fn parse(archive: &[u8]) -> Vec<Parsed> {
+        let entries = read_archive(archive).unwrap();
+        entries
+            .into_iter()
+            .map(|e| {
+                assert_eq!(
+                    (e.uid_gid, e.mtime),
+                    ((0, 0), 0),
+                    "fixed metadata of {}",
+                    e.name
+                );
+                let size = e.data.len() as u32;
+                (
+                    e.name, e.mode, e.nlink, size, e.rdev.0, e.rdev.1, e.inode, e.data,
+                )
+            })
+            .collect()
     }
 
-    /// Parses an archive back, checking magic and 4-byte alignment at every step.
-    pub(crate) fn parse(archive: &[u8]) -> Vec<Parsed> {
-        let mut entries = Vec::new();
-        let mut offset = 0;
-        loop {
-            assert_eq!(offset % 4, 0, "header not aligned at {offset}");
-            let header = &archive[offset..offset + 110];
-            assert_eq!(&header[..6], MAGIC.as_bytes());
-            assert_eq!(field(header, 2), 0, "uid");
-            assert_eq!(field(header, 3), 0, "gid");
-            assert_eq!(field(header, 5), 0, "mtime");
-            let name_size = field(header, 11) as usize;
-            let name_bytes = &archive[offset + 110..offset + 110 + name_size];
-            assert_eq!(name_bytes.last(), Some(&0), "name not NUL-terminated");
-            let name = std::str::from_utf8(&name_bytes[..name_size - 1])
-                .unwrap()
-                .to_owned();
-            let mut data_start = offset + 110 + name_size;
-            data_start += padding_for(data_start as u64);
-            let size = field(header, 6);
-            let data = archive[data_start..data_start + size as usize].to_vec();
-            let mut next = data_start + size as usize;
-            next += padding_for(next as u64);
-            assert!(archive[data_start + size as usize..next]
-                .iter()
-                .all(|&b| b == 0));
-            let done = name == TRAILER;
-            entries.push((
-                name,
-                field(header, 1),
-                field(header, 4),
-                size,
-                field(header, 9),
-                field(header, 10),
-                field(header, 0),
-                data,
-            ));
-            offset = next;
-            if done {
-                assert_eq!(offset, archive.len(), "bytes after the trailer");
-                return entries;
-            }
+    #[test]
+    fn the_reader_names_what_is_wrong_and_where() {
+        let good = sample();
+        assert!(read_archive(&good).is_ok());
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0; 512]);
+        assert!(
+            read_archive(&padded).is_ok(),
+            "zero padding after the trailer is allowed"
+        );
+        let cases = [
+            (
+                good[..50].to_vec(),
+                ReadError {
+                    offset: 0,
+                    what: "truncated header",
+                },
+            ),
+            (
+                [b"070702".as_slice(), &good[6..]].concat(),
+                ReadError {
+                    offset: 0,
+                    what: "bad magic (not 070701)",
+                },
+            ),
+            (
+                [&good[..], b"junk"].concat(),
+                ReadError {
+                    offset: good.len(),
+                    what: "bytes after the trailer",
+                },
+            ),
+        ];
+        for (archive, expected) in &cases {
+            assert_eq!(read_archive(archive).unwrap_err(), *expected);
         }
+        assert!(
+            read_archive(&good[..good.len() - 120]).is_err(),
+            "a cut archive is refused"
+        );
     }
 
     fn sample() -> Vec<u8> {
