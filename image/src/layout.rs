@@ -27,6 +27,9 @@ pub const VOLUME_LABEL: &[u8; 11] = b"PXEN       ";
 pub const SYSLINUX_MBR: &str = "/usr/lib/syslinux/mbr/mbr.bin";
 /// Where Debian's `syslinux-common` keeps the BIOS modules.
 pub const SYSLINUX_MODULES: &str = "/usr/lib/syslinux/modules/bios";
+/// Where Debian's `pxelinux` keeps the network bootloader host0 serves to PXE clients
+/// (`lpxelinux.0` also fetches over HTTP).
+pub const PXELINUX: &str = "/usr/lib/PXELINUX/lpxelinux.0";
 /// MBR partition type of FAT32 addressed by LBA.
 const FAT32_LBA_TYPE: u8 = 0x0c;
 /// Bytes of boot code before the disk signature in an MBR.

@@ -291,6 +291,12 @@ fn boot_entries(
         },
         module("mboot.c32"),
         module("libcom32.c32"),
+        // Served by host0 to the hosts it boots over the network; `ldlinux.c32`, which it
+        // loads next, is installed beside it by SYSLINUX.
+        Entry {
+            name: "lpxelinux.0".into(),
+            content: Content::File(layout::PXELINUX.into()),
+        },
         Entry {
             name: "xen.gz".into(),
             content: Content::File(boot.xen.clone()),

@@ -1,8 +1,10 @@
 //! `/init` when the kernel starts it as PID 1; the `pxen` administration command otherwise.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use pxen::serve::service::{self, ServiceConfig};
 use pxen::{boot, config, identity, logger};
 
 const USAGE: &str = "\
@@ -13,6 +15,12 @@ As PID 1 (the initramfs' /init) this binary boots the host; see the README.
 commands:
   config check DIR     check a configuration directory; print every problem with file:line:col
   config default DIR   write the annotated default configuration into DIR (never overwrites)
+  serve --root DIR --listen IP [--config DIR] [--http-port N] [--tftp-port N]
+        [--dhcp-port N --pxe-port N | --no-proxydhcp] [--interface IF]
+                       run the boot service (proxyDHCP, TFTP, HTTP) for the boot files in DIR
+                       (a PXEN drive's files), announcing IP; the configuration appended to
+                       the served initramfs is DIR/config unless --config names another;
+                       ports default to 80, 69, 67 and 4011
   hostname [--sys DIR] [--config DIR]
                        print the hostname PXEN gives this machine, and why
   version              print the version
@@ -39,6 +47,7 @@ fn run(words: &[&str]) -> Result<(), String> {
         ["config", "check", dir] => config_check(Path::new(dir)),
         ["config", "default", dir] => config_default(Path::new(dir)),
         ["hostname", rest @ ..] => hostname(rest),
+        ["serve", rest @ ..] => serve(rest),
         ["version"] | ["--version"] => {
             println!("pxen {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -82,21 +91,94 @@ fn config_default(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn hostname(options: &[&str]) -> Result<(), String> {
-    let mut sys = PathBuf::from("/sys");
-    let mut config_dir = None;
-    let mut rest = options;
-    while let [flag, value, tail @ ..] = rest {
-        match *flag {
-            "--sys" => sys = PathBuf::from(value),
-            "--config" => config_dir = Some(PathBuf::from(value)),
-            _ => return Err(format!("unknown option `{flag}`\n{USAGE}")),
+/// Splits `--flag value` pairs and lone `--switch`es into a map; `switches` lists the flags
+/// that take no value.
+fn options<'a>(words: &[&'a str], switches: &[&str]) -> Result<HashMap<&'a str, &'a str>, String> {
+    let mut map = HashMap::new();
+    let mut rest = words;
+    while let [flag, tail @ ..] = rest {
+        if !flag.starts_with("--") {
+            return Err(format!("unexpected `{flag}`\n{USAGE}"));
         }
+        if switches.contains(flag) {
+            map.insert(*flag, "");
+            rest = tail;
+            continue;
+        }
+        let [value, tail @ ..] = tail else {
+            return Err(format!("`{flag}` needs a value\n{USAGE}"));
+        };
+        map.insert(*flag, *value);
         rest = tail;
     }
-    if !rest.is_empty() {
-        return Err(format!("`{}` needs a value\n{USAGE}", rest.join(" ")));
+    Ok(map)
+}
+
+fn port(options: &HashMap<&str, &str>, flag: &str, default: u16) -> Result<u16, String> {
+    options.get(flag).map_or(Ok(default), |v| {
+        v.parse()
+            .map_err(|_| format!("{flag} takes a port number, not `{v}`"))
+    })
+}
+
+fn serve(words: &[&str]) -> Result<(), String> {
+    const KNOWN: &[&str] = &[
+        "--root",
+        "--listen",
+        "--config",
+        "--http-port",
+        "--tftp-port",
+        "--dhcp-port",
+        "--pxe-port",
+        "--no-proxydhcp",
+        "--interface",
+    ];
+    let options = options(words, &["--no-proxydhcp"])?;
+    if let Some(unknown) = options.keys().find(|k| !KNOWN.contains(k)) {
+        return Err(format!("unknown option `{unknown}`\n{USAGE}"));
     }
+    let root = PathBuf::from(options.get("--root").ok_or("serve needs --root DIR")?);
+    let listen = options
+        .get("--listen")
+        .ok_or("serve needs --listen IP (the address clients reach this server at)")?;
+    let address = listen
+        .parse()
+        .map_err(|_| format!("--listen takes an IPv4 address, not `{listen}`"))?;
+    let config_dir = options
+        .get("--config")
+        .map_or_else(|| root.join("config"), PathBuf::from);
+    let cluster = config::load_dir(&config_dir).map_err(|e| e.to_string())?;
+    let proxydhcp_ports = match options.contains_key("--no-proxydhcp") {
+        true => None,
+        false => Some((
+            port(&options, "--dhcp-port", 67)?,
+            port(&options, "--pxe-port", 4011)?,
+        )),
+    };
+    let service_config = ServiceConfig {
+        root,
+        config_dir,
+        cluster_name: cluster.name,
+        address,
+        http_port: port(&options, "--http-port", 80)?,
+        tftp_port: port(&options, "--tftp-port", 69)?,
+        proxydhcp_ports,
+        interface: options.get("--interface").map(|s| s.to_string()),
+    };
+    let _service = service::start(&service_config).map_err(|e| e.to_string())?;
+    // The servers run on their own threads until the process is stopped.
+    loop {
+        std::thread::park();
+    }
+}
+
+fn hostname(words: &[&str]) -> Result<(), String> {
+    let options = options(words, &[])?;
+    if let Some(unknown) = options.keys().find(|k| !["--sys", "--config"].contains(k)) {
+        return Err(format!("unknown option `{unknown}`\n{USAGE}"));
+    }
+    let sys = PathBuf::from(options.get("--sys").copied().unwrap_or("/sys"));
+    let config_dir = options.get("--config").map(PathBuf::from);
     let cluster = match config_dir {
         Some(dir) => config::load_dir(&dir).map_err(|e| e.to_string())?,
         None => config::Cluster::builtin_default(),

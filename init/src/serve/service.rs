@@ -1,0 +1,170 @@
+//! The whole boot service: proxyDHCP, TFTP and HTTP serving one set of boot files.
+//!
+//! host0 runs it from its RAM copy of the drive; `pxen serve` runs it on any Linux machine
+//! (and on loopback for tests and benchmarks).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::bootfiles::{BootFiles, BootFilesError};
+use super::files::FileSource;
+use super::http::status::StatusBoard;
+use super::http::{self, HttpConfig, HttpHandle};
+use super::proxydhcp::answer::ProxyContext;
+use super::proxydhcp::server::{
+    self as dhcp_server, ProxyDhcpConfig, ProxyDhcpHandle, ServerError,
+};
+use super::tftp::{self, TftpConfig, TftpEvent, TftpHandle};
+
+/// What to serve, where.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The drive's boot files (`syslinux.cfg`, `xen.gz`, `vmlinuz`, `initrd.img`, PXELINUX).
+    pub root: PathBuf,
+    /// The cluster configuration appended to the served initramfs.
+    pub config_dir: PathBuf,
+    /// The cluster's name, for the status page.
+    pub cluster_name: String,
+    /// The address clients reach this server at; the servers listen on it too.
+    pub address: Ipv4Addr,
+    /// The HTTP port.
+    pub http_port: u16,
+    /// The TFTP port (69 for PXE firmware).
+    pub tftp_port: u16,
+    /// The proxyDHCP ports (67 and 4011 for PXE firmware); `None` serves no proxyDHCP.
+    pub proxydhcp_ports: Option<(u16, u16)>,
+    /// Bind proxyDHCP to this interface only.
+    pub interface: Option<String>,
+}
+
+/// A part of the boot service that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The boot files could not be prepared.
+    #[error(transparent)]
+    BootFiles(#[from] BootFilesError),
+    /// The TFTP server could not bind.
+    #[error("cannot start the TFTP server on {addr}: {source}; is another TFTP server running?")]
+    Tftp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server could not bind.
+    #[error("cannot start the HTTP server on {addr}: {source}; is another web server running?")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The proxyDHCP server could not bind.
+    #[error(transparent)]
+    ProxyDhcp(#[from] ServerError),
+}
+
+/// The running boot service; dropping it stops every server.
+pub struct BootService {
+    /// The TFTP server.
+    pub tftp: TftpHandle,
+    /// The HTTP server.
+    pub http: HttpHandle,
+    /// The proxyDHCP server, if asked for.
+    pub proxydhcp: Option<ProxyDhcpHandle>,
+    /// What the status page shows.
+    pub status: StatusBoard,
+}
+
+/// Prepares the boot files and starts the servers.
+pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
+    let files: Arc<dyn FileSource> = Arc::new(BootFiles::new(
+        &config.root,
+        &config.config_dir,
+        config.address,
+        config.http_port,
+    )?);
+    let status = StatusBoard::new(&config.cluster_name);
+
+    let tftp_addr = SocketAddr::new(IpAddr::V4(config.address), config.tftp_port);
+    let tftp_config = TftpConfig {
+        listen: tftp_addr,
+        on_event: Some(Arc::new(log_tftp_event)),
+        ..TftpConfig::default()
+    };
+    let tftp = tftp::spawn(tftp_config, files.clone()).map_err(|source| ServiceError::Tftp {
+        addr: tftp_addr,
+        source,
+    })?;
+
+    let http_addr = SocketAddr::new(IpAddr::V4(config.address), config.http_port);
+    let http =
+        http::spawn(HttpConfig::new(http_addr), files, status.clone()).map_err(|source| {
+            ServiceError::Http {
+                addr: http_addr,
+                source,
+            }
+        })?;
+
+    let proxydhcp = match config.proxydhcp_ports {
+        Some((dhcp_port, pxe_port)) => {
+            let dhcp_config = ProxyDhcpConfig {
+                dhcp_port,
+                pxe_port,
+                interface: config.interface.clone(),
+                ..ProxyDhcpConfig::default()
+            };
+            Some(dhcp_server::spawn(
+                dhcp_config,
+                ProxyContext::new(config.address, config.http_port),
+            )?)
+        }
+        None => None,
+    };
+    log::info!(
+        "boot service: TFTP on {}, HTTP on {}, proxyDHCP {}",
+        tftp.local_addr(),
+        http.local_addr(),
+        proxydhcp.as_ref().map_or("off".to_string(), |p| format!(
+            "on {} and {}",
+            p.dhcp_addr(),
+            p.pxe_addr()
+        ))
+    );
+    Ok(BootService {
+        tftp,
+        http,
+        proxydhcp,
+        status,
+    })
+}
+
+/// One log line per transfer: who fetched what, and how it went.
+fn log_tftp_event(event: &TftpEvent) {
+    match event {
+        TftpEvent::Started { .. } => {}
+        TftpEvent::Finished(report) => match &report.result {
+            Ok(()) => log::info!(
+                "tftp: {} fetched {} ({} bytes) in {:.2}s",
+                report.client.ip(),
+                report.path,
+                report.size,
+                report.elapsed.as_secs_f64()
+            ),
+            Err(e) => log::warn!(
+                "tftp: {} did not get {}: {e}",
+                report.client.ip(),
+                report.path
+            ),
+        },
+        TftpEvent::Refused {
+            client,
+            request,
+            reason,
+            ..
+        } => {
+            log::info!("tftp: refused {request:?} to {}: {reason}", client.ip())
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `pxen serve` as a user runs it, on loopback: the boot files of a drive directory, with the
+//! generated network boot files, fetched by real clients (curl over HTTP and TFTP).
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const DRIVE_CFG: &str = "DEFAULT pxen\nLABEL pxen\n  KERNEL mboot.c32\n  \
+    APPEND xen.gz console=com1 dom0_mem=1536M,max:1536M --- vmlinuz console=hvc0 pxen.boot=usb --- initrd.img\n";
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A free port: bound by the system, then released for the server to take.
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the server when the test ends, whatever happens.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `pxen serve` and waits for its "boot service:" line.
+fn start_server(root: &Path, http: u16, tftp: u16, dhcp: u16, pxe: u16) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pxen"))
+        .args(["serve", "--root"])
+        .arg(root)
+        .args([
+            "--listen",
+            "127.0.0.1",
+            "--http-port",
+            &http.to_string(),
+            "--tftp-port",
+            &tftp.to_string(),
+        ])
+        .args([
+            "--dhcp-port",
+            &dhcp.to_string(),
+            "--pxe-port",
+            &pxe.to_string(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the pxen binary runs");
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match receive.recv_timeout(READY_DEADLINE) {
+            Ok(line) if line.contains("boot service:") => return server,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "`pxen serve` did not say `boot service:` within {READY_DEADLINE:?}; it said:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+fn curl(url: &str) -> Vec<u8> {
+    let output = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "30",
+            url,
+        ])
+        .output()
+        .expect("curl is installed (cargo xtask deps)");
+    assert!(
+        output.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[test]
+fn pxen_serve_serves_the_drive_and_the_generated_network_boot_files() {
+    let drive = tempfile::tempdir().unwrap();
+    let root = drive.path();
+    std::fs::write(root.join("syslinux.cfg"), DRIVE_CFG).unwrap();
+    let initrd: Vec<u8> = (0..100_001u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("initrd.img"), &initrd).unwrap();
+    std::fs::write(root.join("xen.gz"), b"xen image").unwrap();
+    std::fs::create_dir(root.join("config")).unwrap();
+    std::fs::write(
+        root.join("config/cluster.ron"),
+        "Cluster(name: \"loopback-lab\")",
+    )
+    .unwrap();
+
+    let (http, tftp) = (free_tcp_port(), free_udp_port());
+    let _server = start_server(root, http, tftp, free_udp_port(), free_udp_port());
+
+    let cfg = String::from_utf8(curl(&format!(
+        "http://127.0.0.1:{http}/pxelinux.cfg/default"
+    )))
+    .unwrap();
+    assert!(
+        cfg.contains(&format!(
+            "APPEND http://127.0.0.1:{http}/xen.gz console=com1 dom0_mem=1536M,max:1536M"
+        )),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains(&format!(
+            "pxen.boot=net pxen.server=http://127.0.0.1:{http}"
+        )),
+        "{cfg}"
+    );
+    assert!(!cfg.contains("pxen.boot=usb"), "{cfg}");
+
+    for url in [
+        format!("tftp://127.0.0.1:{tftp}/initrd.img"),
+        format!("http://127.0.0.1:{http}/initrd.img"),
+    ] {
+        let served = curl(&url);
+        assert_eq!(
+            &served[..initrd.len()],
+            &initrd[..],
+            "{url}: the drive's initramfs comes first"
+        );
+        let appended_at = initrd.len().next_multiple_of(4);
+        assert!(
+            served[initrd.len()..appended_at].iter().all(|&b| b == 0),
+            "{url}: zero padding"
+        );
+        let appended =
+            pxen::cpio::read_archive(&served[appended_at..]).expect("an appended newc archive");
+        let config = appended
+            .iter()
+            .find(|e| e.name == "pxen/config/cluster.ron")
+            .expect("the configuration is appended");
+        assert_eq!(config.data, b"Cluster(name: \"loopback-lab\")");
+    }
+    assert_eq!(
+        curl(&format!("tftp://127.0.0.1:{tftp}/xen.gz")),
+        b"xen image"
+    );
+    let status = String::from_utf8(curl(&format!("http://127.0.0.1:{http}/"))).unwrap();
+    assert!(
+        status.contains("loopback-lab"),
+        "the status page names the cluster: {status}"
+    );
+}
