@@ -35,6 +35,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("curl", "a real HTTP and TFTP client for the boot service's tests"),
     ("tftp-hpa", "a real TFTP client for the boot service's tests"),
     ("atftp", "a real TFTP client with windowsize, for the boot service's tests"),
+    ("dnsmasq-base", "a real DHCP server that knows nothing of PXE, for host0's DHCP client test"),
+    ("iproute2", "network namespaces and veth pairs for host0's network tests"),
 ];
 
 /// Installs the packages of [`PACKAGES`] that are not installed yet.

@@ -25,6 +25,9 @@ pub const MIN_REPLY_LEN: usize = 300;
 /// (60), user class (77), client architecture (93), client machine UUID (97) and iPXE's
 /// encapsulated options (175).
 pub const KEPT_OPTIONS: [u8; 7] = [53, 54, 60, 77, 93, 97, 175];
+/// The options a DHCP client reads in an OFFER or ACK ([`parse_keeping`]): subnet mask (1),
+/// router (3), DNS servers (6), lease time (51), message type (53) and server identifier (54).
+pub const CLIENT_OPTIONS: [u8; 6] = [1, 3, 6, 51, 53, 54];
 const OPTION_PAD: u8 = 0;
 const OPTION_END: u8 = 255;
 
@@ -164,8 +167,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
 /// its length is right); other options, malformed ones and anything after a truncated
 /// option are dropped, as a DHCP server ignores what it does not understand.
 pub fn parse(bytes: &[u8]) -> Result<Message, Error> {
+    parse_keeping(bytes, &KEPT_OPTIONS)
+}
+
+/// Like [`parse`], keeping the options of `kept` instead of [`KEPT_OPTIONS`]. Codes whose
+/// length this module does not know how to check (see [`KEPT_OPTIONS`] and
+/// [`CLIENT_OPTIONS`]) are always dropped.
+pub fn parse_keeping(bytes: &[u8], kept: &[u8]) -> Result<Message, Error> {
     let packet = Packet::new_checked(bytes)?;
-    let sanitized = keep_known_options(bytes);
+    let sanitized = keep_known_options(bytes, kept);
     Message::from_bytes(&sanitized).map_err(|e| Error::Decode {
         xid: packet.xid(),
         reason: e.to_string(),
@@ -173,7 +183,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, Error> {
 }
 
 /// The header of a checked message followed by its kept options and END.
-fn keep_known_options(bytes: &[u8]) -> Vec<u8> {
+fn keep_known_options(bytes: &[u8], kept: &[u8]) -> Vec<u8> {
     let mut out = bytes[..MIN_LEN].to_vec();
     let mut seen = Vec::new();
     let mut rest = &bytes[MIN_LEN..];
@@ -191,7 +201,7 @@ fn keep_known_options(bytes: &[u8]) -> Vec<u8> {
         if code == OPTION_END {
             break;
         }
-        if has_valid_length(code, value.len()) && !seen.contains(&code) {
+        if kept.contains(&code) && has_valid_length(code, value.len()) && !seen.contains(&code) {
             seen.push(code);
             out.extend_from_slice(&[code, len]);
             out.extend_from_slice(value);
@@ -205,8 +215,11 @@ fn keep_known_options(bytes: &[u8]) -> Vec<u8> {
 /// Whether option `code` is kept, with a value of `len` bytes.
 fn has_valid_length(code: u8, len: usize) -> bool {
     match code {
+        // One IPv4 address, or a 32-bit number (dhcproto reads 51 as 4 bytes whatever the length).
+        1 | 51 | 54 => len == 4,
+        // A list of IPv4 addresses.
+        3 | 6 => len >= 4 && len % 4 == 0,
         53 => len == 1,
-        54 => len == 4,
         // A list of 16-bit architecture types (RFC 4578 §2.1).
         93 => len >= 2 && len % 2 == 0,
         // dhcproto writes nothing for an empty value; keeping one would not round-trip.
@@ -352,6 +365,69 @@ pub(crate) mod tests {
                 dhcproto::v4::Architecture(7)
             ))
         );
+    }
+
+    #[test]
+    fn client_options_are_kept_only_when_asked_for_and_well_formed() {
+        let options: &[u8] = &[
+            1, 4, 255, 255, 255, 0, // subnet mask
+            3, 6, 10, 0, 0, 1, 10, 0, // router: not a multiple of 4, dropped
+            6, 8, 10, 0, 0, 2, 10, 0, 0, 3, // two DNS servers
+            51, 2, 0, 60, // lease time of 2 bytes, dropped
+            53, 1, 2, 255,
+        ];
+        let bytes = with_options(options);
+        let proxy_view = parse(&bytes).unwrap();
+        assert!(!proxy_view
+            .opts()
+            .contains(dhcproto::v4::OptionCode::SubnetMask));
+        let client_view = parse_keeping(&bytes, &CLIENT_OPTIONS).unwrap();
+        let opts = client_view.opts();
+        assert_eq!(
+            opts.get(dhcproto::v4::OptionCode::SubnetMask),
+            Some(&DhcpOption::SubnetMask([255, 255, 255, 0].into()))
+        );
+        assert_eq!(
+            opts.get(dhcproto::v4::OptionCode::DomainNameServer),
+            Some(&DhcpOption::DomainNameServer(vec![
+                [10, 0, 0, 2].into(),
+                [10, 0, 0, 3].into()
+            ]))
+        );
+        assert!(!opts.contains(dhcproto::v4::OptionCode::Router));
+        assert!(!opts.contains(dhcproto::v4::OptionCode::AddressLeaseTime));
+        assert_eq!(opts.msg_type(), Some(MessageType::Offer));
+    }
+
+    #[test]
+    fn random_messages_with_client_options_never_panic_and_round_trip() {
+        let mut rng = XorShift(0x5eed_c11e_0000_0001);
+        let mut valid = with_options(&[
+            1, 4, 255, 255, 255, 0, 3, 4, 10, 0, 0, 1, 6, 4, 10, 0, 0, 1, 51, 4, 0, 0, 14, 16, 53,
+            1, 5, 54, 4, 10, 0, 0, 1, 255,
+        ]);
+        valid[0] = 2;
+        for round in 0..20_000 {
+            let mut bytes = valid.clone();
+            for _ in 0..1 + rng.below(8) {
+                let at = MIN_LEN + rng.below(bytes.len() - MIN_LEN);
+                bytes[at] = if round % 2 == 0 {
+                    rng.next() as u8
+                } else {
+                    // Small values hit option codes and lengths more often.
+                    rng.below(64) as u8
+                };
+            }
+            if let Ok(message) = parse_keeping(&bytes, &CLIENT_OPTIONS) {
+                let _ = message.to_string();
+                let emitted = emit(&message).expect("a decoded message encodes");
+                assert_eq!(
+                    parse_keeping(&emitted, &CLIENT_OPTIONS),
+                    Ok(message),
+                    "round trip of {bytes:02x?}"
+                );
+            }
+        }
     }
 
     #[test]
