@@ -6,6 +6,7 @@
 //! otherwise reboots after `pxen.reboot_delay`, so an unattended host retries by itself.
 
 use std::convert::Infallible;
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,10 @@ use crate::cmdline::{self, BootParams, BootSource};
 use crate::config::{self, Cluster};
 use crate::identity::{self, Naming};
 use crate::logger::{self, phase};
+use crate::net::dhcp::{self, ClientConfig, Lease};
+use crate::net::link;
+use crate::serve::service::ServiceConfig;
+use crate::serve::supervise::{self, Supervisor};
 use crate::{drive, handoff, modules, mounts, rootfs};
 
 /// Where the initramfs keeps the root filesystem layers.
@@ -28,6 +33,12 @@ pub const NEW_ROOT: &str = "/newroot";
 pub const INITRAMFS_CONFIG: &str = "/pxen/config";
 /// Where the flash drive is mounted while `/init` reads it.
 pub const DRIVE_MOUNT: &str = "/run/pxen/drive";
+/// host0's RAM copy of the drive, which it serves; `/run` is moved into the new root at the
+/// handoff, so the copy stays where the boot service finds it.
+pub const DRIVE_COPY: &str = "/run/pxen/boot";
+/// How long host0 waits for a network cable and for a DHCP lease before it boots on without
+/// serving (a single host with no network is a valid cluster).
+const NETWORK_WAIT: Duration = Duration::from_secs(60);
 
 /// A step of the boot that failed; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -119,10 +130,29 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
     let naming = name_host(&cluster);
     log::info!("hostname {}: {}", naming.hostname, naming.reason);
 
+    // Drive verification (proof that this is the genuine source drive) is not done yet: any
+    // host booted from a PXEN drive serves.
+    let supervisor =
+        if params.boot_source == BootSource::Usb && Path::new(DRIVE_COPY).join("config").is_dir() {
+            phase(
+                "serve",
+                "booted from the drive: this host is host0 and serves the others",
+            );
+            start_boot_service(&cluster, &naming.hostname)
+        } else {
+            None
+        };
+
     phase("rootfs", "copying the root filesystem into RAM");
     let new_root = Path::new(NEW_ROOT);
     copy_rootfs_to_ram(new_root)?;
     handoff::write_identity(new_root, &naming.hostname)?;
+    if let Some(supervisor) = supervisor {
+        // The supervisor reads /sys while it brings up the network; the handoff moves it.
+        if !supervisor.wait_ready(NETWORK_WAIT) {
+            log::warn!("boot service: still preparing after {NETWORK_WAIT:?}; handing off anyway");
+        }
+    }
 
     phase(
         "handoff",
@@ -174,9 +204,67 @@ fn config_from_drive(wait: Duration) -> Result<Cluster, String> {
     log::info!("flash drive: {}", device.display());
     let mount_point = Path::new(DRIVE_MOUNT);
     drive::mount_readonly(&device, mount_point).map_err(|e| e.to_string())?;
+    match drive::copy_to_ram(mount_point, Path::new(DRIVE_COPY)) {
+        Ok(bytes) => log::info!(
+            "flash drive: {} MiB copied into RAM for serving",
+            bytes >> 20
+        ),
+        Err(e) => log::error!("{e}"),
+    }
     let loaded = config::load_dir(&mount_point.join("config")).map_err(|e| e.to_string());
     drive::unmount(mount_point);
     loaded
+}
+
+/// host0: starts the boot service's supervisor, which brings up the network and serves while
+/// this process goes on with the boot. A failure is loud but not fatal: the host boots on as
+/// an ordinary host.
+fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
+    let prepare = || {
+        let lease = network_up(hostname)
+            .map_err(|why| log::error!("host0 cannot serve the cluster: {why}"))
+            .ok()?;
+        log::info!("boot service: serving the cluster from {}", lease.address);
+        Some(ServiceConfig {
+            // The supervisor serves from inside the RAM copy of the drive (it chroots there).
+            root: PathBuf::from("/"),
+            config_dir: PathBuf::from("/config"),
+            cluster_name: cluster.name.clone(),
+            address: lease.address,
+            listen: Ipv4Addr::UNSPECIFIED,
+            http_port: 80,
+            tftp_port: 69,
+            proxydhcp_ports: Some((67, 4011)),
+            interface: None,
+        })
+    };
+    supervise::spawn(Path::new(DRIVE_COPY), prepare)
+        .map_err(|e| log::error!("{e}"))
+        .ok()
+}
+
+/// Brings up the first network card with a link and gets an address from the LAN's DHCP
+/// server.
+fn network_up(hostname: &str) -> Result<Lease, String> {
+    let nics = link::physical_nics(Path::new("/sys/class/net")).map_err(|e| e.to_string())?;
+    let nic = nics
+        .first()
+        .ok_or("this machine has no network card (or its driver is not in the initramfs)")?;
+    link::set_up("lo").map_err(|e| e.to_string())?;
+    link::set_up(&nic.name).map_err(|e| e.to_string())?;
+    link::wait_for_carrier(&nic.name, NETWORK_WAIT).map_err(|e| e.to_string())?;
+    let mut client = ClientConfig::new(&nic.name, nic.mac, Some(hostname.to_string()));
+    client.deadline = NETWORK_WAIT;
+    let lease = dhcp::obtain_lease(&client).map_err(|e| e.to_string())?;
+    dhcp::apply(&nic.name, &lease).map_err(|e| e.to_string())?;
+    log::info!(
+        "network: {} is {}/{} (router {:?})",
+        nic.name,
+        lease.address,
+        lease.prefix_len,
+        lease.router
+    );
+    Ok(lease)
 }
 
 /// The hostname, or a fixed fallback when the machine has no usable ID at all.

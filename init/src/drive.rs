@@ -33,6 +33,14 @@ pub enum DriveError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file of the drive could not be copied into RAM.
+    #[error("cannot copy {path} from the flash drive into RAM: {source}; the drive may be failing (check it with fsck.vfat), or dom0 has too little memory")]
+    Copy {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The FAT file system could not be mounted.
     #[error("cannot mount {device} (vfat, read-only) on {path}: {source}; the vfat and nls_cp437 kernel modules must be in the initramfs, or the file system is damaged (check it with fsck.vfat on another machine)")]
     Mount {
@@ -150,6 +158,29 @@ pub fn mount_readonly(device: &Path, target: &Path) -> Result<(), DriveError> {
     })
 }
 
+/// Copies every file and directory of the mounted drive into `dest` (a tmpfs), so host0 keeps
+/// serving them after the drive is pulled. Returns the bytes copied.
+pub fn copy_to_ram(mount_point: &Path, dest: &Path) -> Result<u64, DriveError> {
+    let copy_error = |path: &Path, source| DriveError::Copy {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dest).map_err(|e| copy_error(dest, e))?;
+    let mut copied = 0;
+    let entries = std::fs::read_dir(mount_point).map_err(|e| copy_error(mount_point, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| copy_error(mount_point, e))?;
+        let (from, to) = (entry.path(), dest.join(entry.file_name()));
+        let kind = entry.file_type().map_err(|e| copy_error(&from, e))?;
+        if kind.is_dir() {
+            copied += copy_to_ram(&from, &to)?;
+        } else if kind.is_file() {
+            copied += std::fs::copy(&from, &to).map_err(|e| copy_error(&from, e))?;
+        }
+    }
+    Ok(copied)
+}
+
 /// Unmounts the drive; a failure is logged, because a busy mount is no reason to stop a boot.
 pub fn unmount(target: &Path) {
     if let Err(e) = umount2(target, MntFlags::MNT_DETACH) {
@@ -195,6 +226,27 @@ mod tests {
         no_ebpb[0x42] = 0;
         assert_eq!(fat_label(&no_ebpb), None);
         assert_eq!(fat_label(&[0u8; 100]), None);
+    }
+
+    #[test]
+    fn the_whole_drive_is_copied_to_ram() {
+        let drive = tempfile::tempdir().unwrap();
+        let ram = tempfile::tempdir().unwrap();
+        std::fs::create_dir(drive.path().join("config")).unwrap();
+        std::fs::write(drive.path().join("config/cluster.ron"), "abc").unwrap();
+        std::fs::write(drive.path().join("xen.gz"), "12345").unwrap();
+        assert_eq!(
+            copy_to_ram(drive.path(), &ram.path().join("boot")).unwrap(),
+            8
+        );
+        assert_eq!(
+            std::fs::read(ram.path().join("boot/config/cluster.ron")).unwrap(),
+            b"abc"
+        );
+        assert_eq!(
+            std::fs::read(ram.path().join("boot/xen.gz")).unwrap(),
+            b"12345"
+        );
     }
 
     #[test]

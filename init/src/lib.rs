@@ -16,7 +16,7 @@
 //! | [`rootfs`] | copying the dom0 root filesystem into a size-checked tmpfs |
 //! | [`handoff`] | writing the host's identity into the new root and `switch_root` |
 //! | [`boot`] | the PID 1 sequence that ties them together, and its fatal-error path |
-//! | [`net`] | network types shared by the configuration and the boot service (MAC addresses) |
+//! | [`net`] | the host's network: NICs, links and addresses (rtnetlink), the DHCP client, MAC addresses |
 //! | [`serve`] | host0's boot service for the rest of the cluster (proxyDHCP, TFTP, HTTP, the status page) |
 //! | [`wol`] | Wake-on-LAN: the magic packet, when to send it, and sending it |
 

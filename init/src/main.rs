@@ -160,6 +160,7 @@ fn serve(words: &[&str]) -> Result<(), String> {
         config_dir,
         cluster_name: cluster.name,
         address,
+        listen: address,
         http_port: port(&options, "--http-port", 80)?,
         tftp_port: port(&options, "--tftp-port", 69)?,
         proxydhcp_ports,

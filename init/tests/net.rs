@@ -38,22 +38,63 @@ impl Lan {
         ip(&["netns", "add", &lan.server]);
         ip(&["netns", "add", &lan.client]);
         ip(&[
-            "link", "add", &lan.server_interface, "netns", &lan.server, "type", "veth", "peer", "name", &lan.client_interface,
-            "netns", &lan.client,
+            "link",
+            "add",
+            &lan.server_interface,
+            "netns",
+            &lan.server,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lan.client_interface,
+            "netns",
+            &lan.client,
         ]);
         let address = format!("{SUBNET}.1/24");
-        ip(&["-n", &lan.server, "addr", "add", &address, "dev", &lan.server_interface]);
-        ip(&["-n", &lan.server, "link", "set", &lan.server_interface, "up"]);
+        ip(&[
+            "-n",
+            &lan.server,
+            "addr",
+            "add",
+            &address,
+            "dev",
+            &lan.server_interface,
+        ]);
+        ip(&[
+            "-n",
+            &lan.server,
+            "link",
+            "set",
+            &lan.server_interface,
+            "up",
+        ]);
         lan
     }
 
     /// dnsmasq serving DHCP only (no DNS, no TFTP, no PXE) in the server namespace.
     fn start_dnsmasq(&self, dir: &Path) -> Child {
         Command::new("ip")
-            .args(["netns", "exec", &self.server, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0"])
+            .args([
+                "netns",
+                "exec",
+                &self.server,
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+            ])
             .arg(format!("--interface={}", self.server_interface))
-            .args(["--bind-interfaces", "--no-ping", "--log-dhcp", "--user=root", "--pid-file"])
-            .arg(format!("--dhcp-range={SUBNET}.50,{SUBNET}.99,255.255.255.0,1h"))
+            .args([
+                "--bind-interfaces",
+                "--no-ping",
+                "--log-dhcp",
+                "--user=root",
+                "--pid-file",
+            ])
+            .arg(format!(
+                "--dhcp-range={SUBNET}.50,{SUBNET}.99,255.255.255.0,1h"
+            ))
             .arg(format!("--dhcp-option=3,{SUBNET}.1"))
             .arg(format!("--dhcp-option=6,{SUBNET}.1"))
             .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
@@ -67,7 +108,13 @@ impl Lan {
         Command::new("ip")
             .args(["netns", "exec", &self.client])
             .arg(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--include-ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                test,
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &self.client_interface)
             .output()
             .unwrap()
@@ -78,13 +125,18 @@ impl Drop for Lan {
     fn drop(&mut self) {
         // Deleting a namespace deletes its end of the veth, and with it the other end.
         for namespace in [&self.client, &self.server] {
-            let _ = Command::new("ip").args(["netns", "del", namespace]).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .status();
         }
     }
 }
 
 fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("ip (iproute2) must be installed");
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip (iproute2) must be installed");
     assert!(status.success(), "ip {} failed: {status}", args.join(" "));
 }
 
@@ -95,7 +147,8 @@ fn output_of(args: &[&str]) -> String {
 
 /// The interface's MAC, from the namespace's sysfs.
 fn mac_of(interface: &str) -> MacAddr {
-    let text = std::fs::read_to_string(format!("{}/{interface}/address", link::SYS_CLASS_NET)).unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/{interface}/address", link::SYS_CLASS_NET)).unwrap();
     text.trim().parse().unwrap()
 }
 
@@ -119,8 +172,15 @@ fn assert_child_passed(output: &Output, what: &str) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("--- client stdout\n{stdout}--- client stderr\n{stderr}");
-    assert!(output.status.success(), "the client in its namespace failed ({}): {what}", output.status);
-    assert!(stdout.contains("1 passed"), "the client test did not run: {stdout}");
+    assert!(
+        output.status.success(),
+        "the client in its namespace failed ({}): {what}",
+        output.status
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the client test did not run: {stdout}"
+    );
 }
 
 #[test]
@@ -135,10 +195,16 @@ fn dhcp_client_gets_applies_and_removes_a_lease_from_dnsmasq() {
     let output = lan.run_client("dhcp_client_gets_applies_and_removes_a_lease_from_dnsmasq");
     let _ = dnsmasq.kill();
     let server_log = dnsmasq.wait_with_output().unwrap();
-    eprintln!("--- dnsmasq\n{}", String::from_utf8_lossy(&server_log.stderr));
+    eprintln!(
+        "--- dnsmasq\n{}",
+        String::from_utf8_lossy(&server_log.stderr)
+    );
     assert_child_passed(&output, "getting a lease from dnsmasq");
     let leases = std::fs::read_to_string(dir.path().join("leases")).unwrap();
-    assert!(leases.contains("pxen-net-test"), "dnsmasq did not record our hostname: {leases}");
+    assert!(
+        leases.contains("pxen-net-test"),
+        "dnsmasq did not record our hostname: {leases}"
+    );
 }
 
 fn lease_in_client_namespace(interface: &str) {
@@ -149,31 +215,59 @@ fn lease_in_client_namespace(interface: &str) {
     assert!(lease.address.to_string().starts_with(SUBNET), "{lease}");
     assert_eq!(lease.prefix_len, 24);
     assert_eq!(lease.router, Some(format!("{SUBNET}.1").parse().unwrap()));
-    assert_eq!(lease.dns, vec![format!("{SUBNET}.1").parse::<std::net::Ipv4Addr>().unwrap()]);
-    assert_eq!(lease.server, format!("{SUBNET}.1").parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!(
+        lease.dns,
+        vec![format!("{SUBNET}.1").parse::<std::net::Ipv4Addr>().unwrap()]
+    );
+    assert_eq!(
+        lease.server,
+        format!("{SUBNET}.1").parse::<std::net::Ipv4Addr>().unwrap()
+    );
     assert_eq!(lease.lease_time, Some(Duration::from_secs(3600)));
 
     dhcp::apply(interface, &lease).unwrap();
     let addresses = output_of(&["ip", "-4", "addr", "show", "dev", interface]);
     let routes = output_of(&["ip", "-4", "route"]);
     println!("PXEN-NET after apply:\n{addresses}{routes}");
-    assert!(addresses.contains(&format!("inet {}/24 brd {SUBNET}.255", lease.address)), "{addresses}");
-    assert!(routes.contains(&format!("default via {SUBNET}.1 dev {interface}")), "{routes}");
-    assert!(routes.contains(&format!("{SUBNET}.0/24 dev {interface}")), "{routes}");
-    let ping = Command::new("ping").args(["-c", "1", "-W", "2", &format!("{SUBNET}.1")]).status();
+    assert!(
+        addresses.contains(&format!("inet {}/24 brd {SUBNET}.255", lease.address)),
+        "{addresses}"
+    );
+    assert!(
+        routes.contains(&format!("default via {SUBNET}.1 dev {interface}")),
+        "{routes}"
+    );
+    assert!(
+        routes.contains(&format!("{SUBNET}.0/24 dev {interface}")),
+        "{routes}"
+    );
+    let ping = Command::new("ping")
+        .args(["-c", "1", "-W", "2", &format!("{SUBNET}.1")])
+        .status();
     if let Ok(status) = ping {
-        assert!(status.success(), "the server is not reachable at {SUBNET}.1 with the lease applied");
+        assert!(
+            status.success(),
+            "the server is not reachable at {SUBNET}.1 with the lease applied"
+        );
     }
 
     // Applying twice is refused by the kernel, naming the interface and the step.
     let error = dhcp::apply(interface, &lease).unwrap_err();
-    assert!(error.to_string().contains(&format!("add address {}/24", lease.address)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("add address {}/24", lease.address)),
+        "{error}"
+    );
     assert!(error.to_string().contains(interface), "{error}");
 
     dhcp::remove(interface, &lease).unwrap();
     let addresses = output_of(&["ip", "-4", "addr", "show", "dev", interface]);
     let routes = output_of(&["ip", "-4", "route"]);
-    assert!(!addresses.contains("inet "), "the address is still there: {addresses}");
+    assert!(
+        !addresses.contains("inet "),
+        "the address is still there: {addresses}"
+    );
     assert!(routes.trim().is_empty(), "routes are left: {routes}");
 }
 
@@ -195,7 +289,10 @@ fn timeout_in_client_namespace(interface: &str) {
     let error = dhcp::obtain_lease(&fast_config(interface, deadline)).unwrap_err();
     let took = started.elapsed();
     println!("PXEN-NET gave up after {took:?}: {error}");
-    assert!(took >= deadline && took < deadline + Duration::from_millis(500), "gave up after {took:?}");
+    assert!(
+        took >= deadline && took < deadline + Duration::from_millis(500),
+        "gave up after {took:?}"
+    );
     let DhcpError::Timeout { attempts, .. } = &error else {
         panic!("not a timeout: {error:?}");
     };

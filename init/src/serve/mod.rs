@@ -6,4 +6,5 @@ pub mod files;
 pub mod http;
 pub mod proxydhcp;
 pub mod service;
+pub mod supervise;
 pub mod tftp;

@@ -26,8 +26,11 @@ pub struct ServiceConfig {
     pub config_dir: PathBuf,
     /// The cluster's name, for the status page.
     pub cluster_name: String,
-    /// The address clients reach this server at; the servers listen on it too.
+    /// The address clients reach this server at, written into the boot files.
     pub address: Ipv4Addr,
+    /// The address TFTP and HTTP listen on: host0 listens on all (0.0.0.0), so it keeps
+    /// serving when its address moves to the Xen bridge.
+    pub listen: Ipv4Addr,
     /// The HTTP port.
     pub http_port: u16,
     /// The TFTP port (69 for PXE firmware).
@@ -87,7 +90,7 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
     )?);
     let status = StatusBoard::new(&config.cluster_name);
 
-    let tftp_addr = SocketAddr::new(IpAddr::V4(config.address), config.tftp_port);
+    let tftp_addr = SocketAddr::new(IpAddr::V4(config.listen), config.tftp_port);
     let tftp_config = TftpConfig {
         listen: tftp_addr,
         on_event: Some(Arc::new(log_tftp_event)),
@@ -98,7 +101,7 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
         source,
     })?;
 
-    let http_addr = SocketAddr::new(IpAddr::V4(config.address), config.http_port);
+    let http_addr = SocketAddr::new(IpAddr::V4(config.listen), config.http_port);
     let http =
         http::spawn(HttpConfig::new(http_addr), files, status.clone()).map_err(|source| {
             ServiceError::Http {
