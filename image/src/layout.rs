@@ -128,10 +128,11 @@ pub enum Error {
 ///
 /// At the peak of the boot dom0 holds at once: the compressed initrd as loaded by the boot
 /// loader, the unpacked initramfs (about the size of the root filesystem), the tmpfs copy of
-/// the root filesystem that `/init` makes from it, and the working memory of a booted dom0.
-/// So `round_up_to_256(compressed_initrd + 2 * rootfs_unpacked + 512 MiB)`.
+/// the root filesystem that `/init` makes from it, host0's RAM copy of the drive it serves
+/// (about the compressed initrd again), and the working memory of a booted dom0.
+/// So `round_up_to_256(2 * compressed_initrd + 2 * rootfs_unpacked + 512 MiB)`.
 pub fn dom0_mem_mib(compressed_initrd_bytes: u64, rootfs_unpacked_bytes: u64) -> u64 {
-    let peak = compressed_initrd_bytes + 2 * rootfs_unpacked_bytes;
+    let peak = 2 * compressed_initrd_bytes + 2 * rootfs_unpacked_bytes;
     let mib = peak.div_ceil(MIB) + DOM0_WORKING_MIB;
     mib.div_ceil(DOM0_ROUND_MIB) * DOM0_ROUND_MIB
 }
@@ -564,8 +565,8 @@ mod tests {
         assert_eq!(dom0_mem_mib(0, 0), 512);
         // One byte more than the working memory rounds up to the next 256 MiB.
         assert_eq!(dom0_mem_mib(1, 0), 768);
-        // A Debian dom0: 100 MiB initrd, 300 MiB rootfs: 100 + 600 + 512 = 1212 -> 1280.
-        assert_eq!(dom0_mem_mib(100 * MIB, 300 * MIB), 1280);
+        // A Debian dom0: 100 MiB initrd, 300 MiB rootfs: 200 + 600 + 512 = 1312 -> 1536.
+        assert_eq!(dom0_mem_mib(100 * MIB, 300 * MIB), 1536);
         // Exactly on a boundary stays there: 0 + 2*384 + 512 = 1280.
         assert_eq!(dom0_mem_mib(0, 384 * MIB), 1280);
     }

@@ -50,7 +50,7 @@ struct Cli {
     /// Default: what the files need plus 64 MiB free, rounded up to a MiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     size: Option<u64>,
-    /// Memory for dom0 in MiB. Default: compressed initrd + 2 x root filesystem + 512 MiB,
+    /// Memory for dom0 in MiB. Default: 2 x compressed initrd + 2 x root filesystem + 512 MiB,
     /// rounded up to 256 MiB; a smaller value is refused unless --force.
     #[arg(long, value_name = "MIB")]
     dom0_mem: Option<u64>,
