@@ -221,7 +221,7 @@ fn config_from_drive(wait: Duration) -> Result<Cluster, String> {
 /// an ordinary host.
 fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
     let prepare = || {
-        let lease = network_up(hostname)
+        let (nic, lease) = network_up(hostname)
             .map_err(|why| log::error!("host0 cannot serve the cluster: {why}"))
             .ok()?;
         log::info!("boot service: serving the cluster from {}", lease.address);
@@ -236,6 +236,12 @@ fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
             tftp_port: 69,
             proxydhcp_ports: Some((67, 4011)),
             interface: None,
+            wake: cluster
+                .hosts
+                .iter()
+                .flat_map(|h| h.macs.iter().copied())
+                .collect(),
+            wake_interface: Some(nic),
         })
     };
     supervise::spawn(Path::new(DRIVE_COPY), prepare)
@@ -245,7 +251,7 @@ fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
 
 /// Brings up the first network card with a link and gets an address from the LAN's DHCP
 /// server.
-fn network_up(hostname: &str) -> Result<Lease, String> {
+fn network_up(hostname: &str) -> Result<(String, Lease), String> {
     let nics = link::physical_nics(Path::new("/sys/class/net")).map_err(|e| e.to_string())?;
     let nic = nics
         .first()
@@ -264,7 +270,7 @@ fn network_up(hostname: &str) -> Result<Lease, String> {
         lease.prefix_len,
         lease.router
     );
-    Ok(lease)
+    Ok((nic.name.clone(), lease))
 }
 
 /// The hostname, or a fixed fallback when the machine has no usable ID at all.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::identity;
+use crate::net::mac::MacAddr;
 
 /// The file that describes the cluster.
 pub const CLUSTER_FILE: &str = "cluster.ron";
@@ -42,6 +43,9 @@ pub struct Host {
     pub serial: String,
     /// The hostname this machine gets: a DNS label.
     pub hostname: String,
+    /// Its network cards' MAC addresses: host0 wakes it with Wake-on-LAN on each.
+    #[serde(default)]
+    pub macs: Vec<MacAddr>,
 }
 
 fn default_hostname_prefix() -> String {
@@ -212,7 +216,28 @@ fn check_cluster(cluster: &Cluster, file: &Path, text: &str) -> Vec<ConfigError>
     }
     let mut seen_serials: HashMap<&str, usize> = HashMap::new();
     let mut seen_hostnames: HashMap<String, usize> = HashMap::new();
+    let mut seen_macs: HashMap<MacAddr, usize> = HashMap::new();
     for host in &cluster.hosts {
+        for mac in &host.macs {
+            let mac_seen = seen_macs.entry(*mac).or_insert(0);
+            *mac_seen += 1;
+            if *mac_seen == 2 {
+                errors.push(locator.error(
+                    &mac.to_string(),
+                    1,
+                    &format!("MAC address {mac} is listed twice"),
+                    "a network card belongs to one machine: remove or correct the second one",
+                ));
+            }
+            if mac.is_multicast() {
+                errors.push(locator.error(
+                    &mac.to_string(),
+                    0,
+                    &format!("MAC address {mac} is a multicast address"),
+                    "a network card's own address has the lowest bit of its first byte clear; copy it from `ip link`",
+                ));
+            }
+        }
         check_host(host, &locator, &mut errors);
         let serial_seen = seen_serials.entry(&host.serial).or_insert(0);
         *serial_seen += 1;
@@ -367,6 +392,34 @@ mod tests {
                 assert!(got.contains("; "), "every error says how to fix it: {got}");
             }
         }
+    }
+
+    #[test]
+    fn macs_are_parsed_and_checked() {
+        let text = "Cluster(name: \"lab\", hosts: [\n Host(serial: \"A1\", hostname: \"n1\", macs: [\"52:54:00:00:00:01\"]),\n Host(serial: \"A2\", hostname: \"n2\", macs: [\"52:54:00:00:00:01\", \"01:00:5e:00:00:01\"]),\n])";
+        let errors = errors_of(text);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0]
+                .starts_with("cluster.ron:3:44: MAC address 52:54:00:00:00:01 is listed twice"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with(
+                "cluster.ron:3:65: MAC address 01:00:5e:00:00:01 is a multicast address"
+            ),
+            "{}",
+            errors[1]
+        );
+        let bad = errors_of("Cluster(name: \"lab\", hosts: [Host(serial: \"A1\", hostname: \"n1\", macs: [\"52:54:00\"])])");
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].starts_with("cluster.ron:1:"), "{}", bad[0]);
+        assert!(
+            bad[0].contains("52:54:00"),
+            "the error names the bad MAC: {}",
+            bad[0]
+        );
     }
 
     #[test]

@@ -165,6 +165,12 @@ fn serve(words: &[&str]) -> Result<(), String> {
         tftp_port: port(&options, "--tftp-port", 69)?,
         proxydhcp_ports,
         interface: options.get("--interface").map(|s| s.to_string()),
+        wake: cluster
+            .hosts
+            .iter()
+            .flat_map(|h| h.macs.iter().copied())
+            .collect(),
+        wake_interface: options.get("--interface").map(|s| s.to_string()),
     };
     let _service = service::start(&service_config).map_err(|e| e.to_string())?;
     // The servers run on their own threads until the process is stopped.

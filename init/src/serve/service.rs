@@ -9,13 +9,17 @@ use std::sync::Arc;
 
 use super::bootfiles::{BootFiles, BootFilesError};
 use super::files::FileSource;
-use super::http::status::StatusBoard;
+use super::http::status::{HostState, StatusBoard};
 use super::http::{self, HttpConfig, HttpHandle};
 use super::proxydhcp::answer::ProxyContext;
 use super::proxydhcp::server::{
     self as dhcp_server, ProxyDhcpConfig, ProxyDhcpHandle, ServerError,
 };
 use super::tftp::{self, TftpConfig, TftpEvent, TftpHandle};
+use crate::net::dhcp::backoff::random_seed;
+use crate::net::mac::MacAddr;
+use crate::wol::schedule::Backoff;
+use crate::wol::send::{spawn_waker, SendError, Sender, SenderConfig, WakerHandle};
 
 /// What to serve, where.
 #[derive(Debug, Clone)]
@@ -39,6 +43,12 @@ pub struct ServiceConfig {
     pub proxydhcp_ports: Option<(u16, u16)>,
     /// Bind proxyDHCP to this interface only.
     pub interface: Option<String>,
+    /// The hosts to power on with Wake-on-LAN, until each reports online or the deadline
+    /// passes.
+    pub wake: Vec<MacAddr>,
+    /// The interface Wake-on-LAN frames (EtherType 0x0842) go out on, beside the UDP
+    /// broadcasts.
+    pub wake_interface: Option<String>,
 }
 
 /// A part of the boot service that could not start.
@@ -66,6 +76,12 @@ pub enum ServiceError {
     /// The proxyDHCP server could not bind.
     #[error(transparent)]
     ProxyDhcp(#[from] ServerError),
+    /// The Wake-on-LAN sockets could not be opened.
+    #[error(transparent)]
+    WakeSender(#[from] SendError),
+    /// The Wake-on-LAN thread could not start.
+    #[error("cannot start the Wake-on-LAN thread: {0}")]
+    Wake(std::io::Error),
 }
 
 /// The running boot service; dropping it stops every server.
@@ -78,6 +94,8 @@ pub struct BootService {
     pub proxydhcp: Option<ProxyDhcpHandle>,
     /// What the status page shows.
     pub status: StatusBoard,
+    /// The Wake-on-LAN sender, if there are hosts to wake.
+    pub waker: Option<WakerHandle>,
 }
 
 /// Prepares the boot files and starts the servers.
@@ -125,6 +143,7 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
         }
         None => None,
     };
+    let waker = wake_hosts(config, &status)?;
     log::info!(
         "boot service: TFTP on {}, HTTP on {}, proxyDHCP {}",
         tftp.local_addr(),
@@ -140,7 +159,44 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
         http,
         proxydhcp,
         status,
+        waker,
     })
+}
+
+/// Starts waking the configured hosts; each shows as waking on the status page until it
+/// reports online.
+fn wake_hosts(
+    config: &ServiceConfig,
+    status: &StatusBoard,
+) -> Result<Option<WakerHandle>, ServiceError> {
+    if config.wake.is_empty() {
+        return Ok(None);
+    }
+    for mac in &config.wake {
+        status.update_by_mac(&mac.to_string(), HostState::Waking, |_| {});
+    }
+    let sender_config = SenderConfig {
+        interface: config.wake_interface.clone(),
+        ..SenderConfig::default()
+    };
+    let sender = Sender::open(sender_config)?;
+    let board = status.clone();
+    let is_online = move |mac: MacAddr| {
+        let mac = mac.to_string();
+        board.snapshot().iter().any(|host| {
+            host.state == HostState::Online
+                && host.macs.iter().any(|m| m.eq_ignore_ascii_case(&mac))
+        })
+    };
+    let waker = spawn_waker(
+        config.wake.clone(),
+        Backoff::default(),
+        random_seed(),
+        sender,
+        is_online,
+    )
+    .map_err(ServiceError::Wake)?;
+    Ok(Some(waker))
 }
 
 /// One log line per transfer: who fetched what, and how it went.
