@@ -65,8 +65,14 @@ fn a_dom0_too_small_for_the_root_filesystem_is_told_why_and_reboots() {
     machine
         .expect("PXEN CANNOT BOOT THIS HOST", VERDICT_TIMEOUT)
         .expect("the fatal banner appears");
+    // The whole line, not the part that has arrived so far.
     let why = machine
-        .expect("the root filesystem needs", Duration::from_secs(30))
+        .expect_line(
+            "the complete line `the root filesystem needs ...`",
+            false,
+            Duration::from_secs(30),
+            &|text| text.contains("the root filesystem needs"),
+        )
         .expect("the reason follows the banner");
     assert!(
         why.text.contains("MiB is available")
