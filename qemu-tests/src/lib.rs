@@ -10,10 +10,12 @@
 //! the test image (the normal image plus [`overlay::write_test_overlay`]) and runs them.
 
 pub mod console;
+pub mod frame;
 pub mod image;
 pub mod machine;
 pub mod overlay;
 pub mod shell;
+pub mod switch;
 pub mod timeline;
 
 pub use console::Line;
