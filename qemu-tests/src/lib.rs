@@ -12,6 +12,7 @@
 pub mod console;
 pub mod frame;
 pub mod image;
+pub mod lan;
 pub mod machine;
 pub mod overlay;
 pub mod shell;
@@ -19,6 +20,6 @@ pub mod switch;
 pub mod timeline;
 
 pub use console::Line;
-pub use machine::{Boot, ConsoleContext, ConsoleInput, HarnessError, Machine, MachineConfig};
+pub use machine::{Boot, ConsoleContext, ConsoleInput, HarnessError, Machine, MachineConfig, Nic};
 pub use shell::CommandOutput;
 pub use timeline::Timeline;
