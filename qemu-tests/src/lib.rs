@@ -9,6 +9,7 @@
 //! The scenarios themselves live in `tests/` and are `#[ignore]`d: `cargo xtask test` builds
 //! the test image (the normal image plus [`overlay::write_test_overlay`]) and runs them.
 
+pub mod cluster;
 pub mod console;
 pub mod frame;
 pub mod image;

@@ -581,6 +581,11 @@ impl Switch {
         &self.shared.paths[port.0]
     }
 
+    /// When the switch started: [`Observed::at`] counts from here.
+    pub fn started(&self) -> Instant {
+        self.shared.started
+    }
+
     /// The frame log file.
     pub fn log_path(&self) -> &Path {
         &self.log_path
