@@ -54,6 +54,14 @@ pub struct Stick {
 /// A step of running the cluster failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// The log directory could not be created.
+    #[error("cannot create the cluster's log directory {path}: {source}; check that its parent is writable")]
+    LogDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The socket directory could not be created.
     #[error("cannot create a temporary directory for the LAN's sockets: {source}; check that TMPDIR is writable")]
     SocketDir {
@@ -176,6 +184,10 @@ impl ClusterBuilder {
     /// Starts the switch, the LAN's DHCP server and host0; hostUs wait for their magic packet.
     pub fn start(self) -> Result<Cluster, ClusterError> {
         let started = Instant::now();
+        std::fs::create_dir_all(&self.log_dir).map_err(|source| ClusterError::LogDir {
+            path: self.log_dir.clone(),
+            source,
+        })?;
         // Unix socket paths are short (107 bytes): they go in a short temporary directory,
         // not in the log directory, which may be deep.
         let sockets = tempfile::Builder::new()
@@ -217,6 +229,7 @@ impl ClusterBuilder {
                 .iter()
                 .zip(&hostu_ports)
                 .map(|(spec, &port)| Slot {
+                    mac: spec.mac,
                     config: self.machine_config(spec, Boot::Network, &switch, port),
                     state: Mutex::new(SlotState::default()),
                     changed: Condvar::new(),
@@ -321,7 +334,9 @@ impl NetworkEvents {
 
 #[derive(Debug, Default)]
 struct SlotState {
-    machine: Option<Machine>,
+    /// Behind its own lock, so a test driving one hostU's console for a minute does not hold
+    /// up the power button of the others.
+    machine: Option<Arc<Mutex<Machine>>>,
     power_on: Option<Duration>,
     failed: Option<String>,
     wakes: usize,
@@ -329,6 +344,7 @@ struct SlotState {
 
 /// A hostU: its configuration, and its machine once powered on.
 struct Slot {
+    mac: MacAddr,
     config: MachineConfig,
     state: Mutex<SlotState>,
     changed: Condvar,
@@ -344,9 +360,7 @@ struct Shared {
 
 impl Shared {
     fn slot_of(&self, mac: MacAddr) -> Option<&Slot> {
-        self.hostus
-            .iter()
-            .find(|slot| slot.config.nics.iter().any(|nic| nic.mac == mac))
+        self.hostus.iter().find(|slot| slot.mac == mac)
     }
 }
 
@@ -374,7 +388,7 @@ fn power_thread(shared: &Shared, wakes: &Receiver<MacAddr>) {
             );
             match Machine::start(&slot.config) {
                 Ok(machine) => {
-                    state.machine = Some(machine);
+                    state.machine = Some(Arc::new(Mutex::new(machine)));
                     state.power_on = Some(at);
                 }
                 Err(error) => state.failed = Some(error.to_string()),
@@ -479,11 +493,7 @@ impl Cluster {
         }
         state.power_on.ok_or_else(|| ClusterError::NotPoweredOn {
             name: name.to_string(),
-            mac: slot
-                .config
-                .nics
-                .first()
-                .map_or(MacAddr::BROADCAST, |nic| nic.mac),
+            mac: slot.mac,
             waited: timeout,
             switch_log: self.switch().log_path().to_path_buf(),
         })
@@ -536,9 +546,8 @@ impl Cluster {
         name: &str,
         f: impl FnOnce(&mut Machine) -> R,
     ) -> Result<Option<R>, ClusterError> {
-        let slot = self.slot(name)?;
-        let mut state = lock(&slot.state);
-        Ok(state.machine.as_mut().map(f))
+        let machine = lock(&self.slot(name)?.state).machine.clone();
+        Ok(machine.map(|machine| f(&mut lock(&machine))))
     }
 
     /// The cluster's timeline so far.
@@ -556,11 +565,11 @@ impl Cluster {
         }
         for slot in &self.shared.hostus {
             let state = lock(&slot.state);
-            let mac = slot.config.nics.first().map(|nic| nic.mac);
-            let events = mac
-                .and_then(|mac| network.get(&mac).copied())
-                .unwrap_or_default();
-            let timeline = state.machine.as_ref().map(Machine::timeline);
+            let events = network.get(&slot.mac).copied().unwrap_or_default();
+            let timeline = state
+                .machine
+                .as_ref()
+                .map(|machine| lock(machine).timeline());
             rows.push(HostRow::new(
                 &slot.config.name,
                 state.power_on,

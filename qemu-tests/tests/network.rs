@@ -150,7 +150,8 @@ fn a_magic_packet_powers_on_exactly_its_host_once() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let h1 = hostu("h1", 1);
     let h2 = hostu("h2", 2);
-    let cluster = ClusterBuilder::new(dir.path())
+    // A log directory that does not exist yet: the cluster creates it.
+    let cluster = ClusterBuilder::new(&dir.path().join("logs"))
         .hostu(h1.clone())
         .hostu(h2.clone())
         .test_port("test")
