@@ -6,17 +6,28 @@
 //! console lines with [`Machine::expect`], run shell commands inside dom0 with
 //! [`Machine::run`], and print the boot [`Timeline`] of every machine.
 //!
+//! Machines can be networked: a [`Nic`] plugs an e1000 (with iPXE's boot ROM) into a port
+//! of our own Ethernet [`switch`], which logs, counts and can disturb every frame, and powers
+//! on machines when a Wake-on-LAN magic packet targets them. The [`lan`] module adds the
+//! LAN's own DHCP server (a home router's, knowing nothing of PXE), and a
+//! [`cluster::Cluster`] puts it together: host0 on a USB stick, hostUs booting from the
+//! network once woken, and one [`cluster::ClusterTimeline`] for all of them.
+//!
 //! The scenarios themselves live in `tests/` and are `#[ignore]`d: `cargo xtask test` builds
 //! the test image (the normal image plus [`overlay::write_test_overlay`]) and runs them.
 
+pub mod cluster;
 pub mod console;
+pub mod frame;
 pub mod image;
+pub mod lan;
 pub mod machine;
 pub mod overlay;
 pub mod shell;
+pub mod switch;
 pub mod timeline;
 
 pub use console::Line;
-pub use machine::{Boot, ConsoleContext, ConsoleInput, HarnessError, Machine, MachineConfig};
+pub use machine::{Boot, ConsoleContext, ConsoleInput, HarnessError, Machine, MachineConfig, Nic};
 pub use shell::CommandOutput;
 pub use timeline::Timeline;

@@ -19,8 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use pxen::net::mac::MacAddr;
+
 use crate::console::{self, Console, Line, PumpSinks, WaitResult};
 use crate::shell::{self, CommandOutput};
+use crate::switch::{netdev_arg, PortPaths};
 use crate::timeline::Timeline;
 
 /// The QEMU program.
@@ -62,6 +65,19 @@ pub enum Boot {
         /// The dom0 initramfs.
         initrd: PathBuf,
     },
+    /// No disk: the BIOS runs the first NIC's iPXE ROM, which boots from the network (PXE).
+    /// The machine needs at least one [`Nic`].
+    Network,
+}
+
+/// A network card: an Intel e1000 (QEMU's default boot ROM for it is iPXE's, from
+/// Debian's `ipxe-qemu`), plugged into a switch port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// Its MAC address: the machine's identity on the LAN, and what Wake-on-LAN targets.
+    pub mac: MacAddr,
+    /// The switch port it is plugged into.
+    pub port: PortPaths,
 }
 
 /// Everything that makes one machine.
@@ -80,6 +96,8 @@ pub struct MachineConfig {
     pub log_dir: PathBuf,
     /// Whether to copy the console live to this process's standard output.
     pub echo_console: bool,
+    /// Its network cards, in PCI order (the first one boots with [`Boot::Network`]).
+    pub nics: Vec<Nic>,
 }
 
 /// A step of driving a machine failed.
@@ -97,6 +115,14 @@ pub enum HarnessError {
     #[error("cannot create the log file {path}: {source}; check free space and permissions")]
     LogFile {
         /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A NIC socket of a previous run could not be removed.
+    #[error("cannot remove the stale NIC socket {path}: {source}; is another test using the same directory?")]
+    StaleSocket {
+        /// The socket.
         path: PathBuf,
         /// Why.
         source: io::Error,
@@ -260,7 +286,24 @@ pub fn qemu_args(config: &MachineConfig) -> Vec<OsString> {
     args.push("-smbios".into());
     args.push(format!("type=1,serial={}", escape_option(&config.smbios_serial)).into());
     args.extend(boot_args(&config.boot));
+    args.extend(nic_args(&config.nics));
     args
+}
+
+/// A netdev on the NIC's switch port and an e1000 with the NIC's MAC, for each NIC.
+fn nic_args(nics: &[Nic]) -> Vec<OsString> {
+    nics.iter()
+        .enumerate()
+        .flat_map(|(index, nic)| {
+            let id = format!("net{index}");
+            [
+                "-netdev".into(),
+                netdev_arg(&nic.port, &id).into(),
+                "-device".into(),
+                format!("e1000,netdev={id},mac={}", nic.mac).into(),
+            ]
+        })
+        .collect()
 }
 
 fn boot_args(boot: &Boot) -> Vec<OsString> {
@@ -299,6 +342,7 @@ fn boot_args(boot: &Boot) -> Vec<OsString> {
             ])
             .into(),
         ],
+        Boot::Network => vec!["-boot".into(), "order=n".into()],
     }
 }
 
@@ -310,6 +354,13 @@ fn qemu_command(config: &MachineConfig, stderr: File) -> Command {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr);
+    die_with_parent(&mut command);
+    command
+}
+
+/// Makes the process `command` starts die with the thread that starts it (see the module
+/// documentation), and refuse to start if this process is already gone.
+pub(crate) fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec and only calls prctl(2) and
     // getppid(2), which are async-signal-safe, and reads a copied integer.
@@ -329,7 +380,6 @@ fn qemu_command(config: &MachineConfig, stderr: File) -> Command {
             Ok(())
         });
     }
-    command
 }
 
 /// Escapes a value inside a QEMU option string, where `,` separates options: a literal comma
@@ -362,6 +412,9 @@ impl Machine {
         let console_log = config.log_dir.join(format!("{name}.console.log"));
         let qemu_log = config.log_dir.join(format!("{name}.qemu.log"));
         let console_file = create_log(&console_log)?;
+        for nic in &config.nics {
+            remove_stale_socket(&nic.port.machine)?;
+        }
         let qemu_file = create_log(&qemu_log)?;
 
         let mut command = qemu_command(config, qemu_file);
@@ -660,6 +713,17 @@ impl Drop for Machine {
     }
 }
 
+/// Removes a NIC socket a previous run left behind: QEMU cannot bind over it.
+fn remove_stale_socket(path: &Path) -> Result<(), HarnessError> {
+    match fs::remove_file(path) {
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(HarnessError::StaleSocket {
+            path: path.to_path_buf(),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn create_log(path: &Path) -> Result<File, HarnessError> {
     File::create(path).map_err(|source| HarnessError::LogFile {
         path: path.to_path_buf(),
@@ -679,6 +743,7 @@ mod tests {
             boot,
             log_dir: PathBuf::from("logs"),
             echo_console: false,
+            nics: Vec::new(),
         }
     }
 
@@ -738,6 +803,30 @@ mod tests {
             value_of(&args, "-initrd"),
             ["vmlinuz console=hvc0 a=1,,2,initrd.gz"]
         );
+    }
+
+    #[test]
+    fn a_network_machine_boots_its_e1000_on_the_switch() {
+        let mut config = config(Boot::Network);
+        config.nics.push(Nic {
+            mac: MacAddr::new([0x52, 0x54, 0, 0xaa, 0, 1]),
+            port: PortPaths {
+                name: "a".into(),
+                machine: "/s/a.vm.sock".into(),
+                switch: "/s/a.sw.sock".into(),
+            },
+        });
+        let args = args_of(&config);
+        assert_eq!(value_of(&args, "-boot"), ["order=n"]);
+        assert_eq!(
+            value_of(&args, "-netdev"),
+            ["dgram,id=net0,local.type=unix,local.path=/s/a.vm.sock,remote.type=unix,remote.path=/s/a.sw.sock"]
+        );
+        assert_eq!(
+            value_of(&args, "-device"),
+            ["e1000,netdev=net0,mac=52:54:00:aa:00:01"]
+        );
+        assert!(!args.contains(&"-drive".to_string()));
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn a_dom0_too_small_for_the_root_filesystem_is_told_why_and_reboots() {
         },
         log_dir,
         echo_console: false,
+        nics: Vec::new(),
     };
     let mut machine = Machine::start(&config).expect("QEMU starts");
 

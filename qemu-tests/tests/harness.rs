@@ -104,6 +104,7 @@ fn the_harness_drives_a_shell_on_a_real_xen_dom0_console() {
         },
         log_dir: work.path().join("logs"),
         echo_console: false,
+        nics: Vec::new(),
     };
     let mut machine = Machine::start(&config).expect("QEMU starts");
 

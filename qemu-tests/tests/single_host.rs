@@ -53,6 +53,7 @@ fn boot(name: &str, serial: &str) -> Machine {
         },
         log_dir,
         echo_console: false,
+        nics: Vec::new(),
     };
     let mut machine = Machine::start(&config).expect("QEMU starts");
     println!("{name}: console log at {}", machine.console_log().display());

@@ -52,6 +52,7 @@ pub fn run(out_dir: &Path, keep_running: bool) -> anyhow::Result<()> {
         },
         log_dir: out_dir.join("logs"),
         echo_console: true,
+        nics: Vec::new(),
     };
     let mut machine = Machine::start(&config)?;
     let watched = watch(&mut machine, keep_running, &interrupted);
