@@ -143,7 +143,11 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
         }
         None => None,
     };
-    let waker = wake_hosts(config, &status)?;
+    // Without Wake-on-LAN the cluster can still be powered on by hand: keep serving.
+    let waker = wake_hosts(config, &status).unwrap_or_else(|e| {
+        log::error!("{e}; power the other hosts on by hand");
+        None
+    });
     log::info!(
         "boot service: TFTP on {}, HTTP on {}, proxyDHCP {}",
         tftp.local_addr(),

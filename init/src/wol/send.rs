@@ -6,7 +6,6 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,15 +49,13 @@ pub enum SendError {
         /// The system's error.
         source: io::Error,
     },
-    /// The interface's index could not be read (it does not exist?).
-    #[error("wake-on-lan: cannot read the index of interface `{interface}` from {path}: {source}; check the interface name (`ip link`)")]
+    /// The interface's index could not be found (it does not exist?).
+    #[error("wake-on-lan: cannot find the index of interface `{interface}`: {source}; check the interface name (`ip link`)")]
     InterfaceIndex {
         /// The interface.
         interface: String,
-        /// The sysfs file read.
-        path: PathBuf,
         /// The system's error.
-        source: io::Error,
+        source: nix::Error,
     },
     /// The raw packet socket could not be made (it needs CAP_NET_RAW).
     #[error("wake-on-lan: cannot open a raw EtherType 0x0842 socket on `{interface}`: {source} (this needs root or CAP_NET_RAW)")]
@@ -188,23 +185,12 @@ fn open_raw(interface: &str) -> Result<RawLink, SendError> {
     })
 }
 
-/// The interface's index, from sysfs (no ioctl, no unsafe).
+/// The interface's index, asked of the kernel by name: the boot service runs chrooted in the
+/// RAM copy of the drive, where there is no sysfs.
 fn interface_index(interface: &str) -> Result<i32, SendError> {
-    let path = PathBuf::from("/sys/class/net")
-        .join(interface)
-        .join("ifindex");
-    let error = |source| SendError::InterfaceIndex {
-        interface: interface.to_owned(),
-        path: path.clone(),
-        source,
-    };
-    let text = std::fs::read_to_string(&path).map_err(error)?;
-    text.trim().parse().map_err(|_| {
-        error(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("`{}` is not an index", text.trim()),
-        ))
-    })
+    let error = |source| SendError::InterfaceIndex { interface: interface.to_owned(), source };
+    let index = nix::net::if_::if_nametoindex(interface).map_err(error)?;
+    i32::try_from(index).map_err(|_| error(nix::Error::ERANGE))
 }
 
 /// The `sockaddr_ll` of the Ethernet broadcast address on interface `index`.
