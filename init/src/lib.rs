@@ -18,6 +18,7 @@
 //! | [`boot`] | the PID 1 sequence that ties them together, and its fatal-error path |
 //! | [`net`] | the host's network: NICs, links and addresses (rtnetlink), the DHCP client, MAC addresses |
 //! | [`serve`] | host0's boot service for the rest of the cluster (proxyDHCP, TFTP, HTTP, the status page) |
+//! | [`rand`] | a small deterministic PRNG for jitter and randomized tests |
 //! | [`wol`] | Wake-on-LAN: the magic packet, when to send it, and sending it |
 
 pub mod boot;
@@ -31,6 +32,7 @@ pub mod logger;
 pub mod modules;
 pub mod mounts;
 pub mod net;
+pub mod rand;
 pub mod rootfs;
 pub mod serve;
 pub mod wol;

@@ -578,15 +578,8 @@ mod tests {
     #[test]
     fn compressed_output_does_not_depend_on_the_thread_count() {
         // 12 MiB of compressible but not repetitive data: several zstd jobs at level 1.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let data: Vec<u8> = (0..12 << 20)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                b"abcdefgh"[(state % 8) as usize]
-            })
-            .collect();
+        let mut rng = pxen::rand::XorShift::new(0x2545_f491_4f6c_dd1d);
+        let data: Vec<u8> = (0..12 << 20).map(|_| b"abcdefgh"[rng.below(8)]).collect();
         let compress = |threads| {
             let mut encoder = zstd_encoder(Vec::new(), 1, threads).unwrap();
             encoder.write_all(&data).unwrap();

@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pxen::net::mac::MacAddr;
+use pxen::rand::XorShift;
 
 use crate::frame::FrameSummary;
 
@@ -179,34 +180,21 @@ pub enum SwitchError {
     },
 }
 
-/// The next state of a xorshift64 generator (never returns 0 for a non-zero state).
-pub fn xorshift(mut state: u64) -> u64 {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    state
-}
-
 /// The fault state of one port's link: its faults, whether it is up, and its PRNG.
 #[derive(Debug, Clone)]
 pub struct Link {
     faults: Faults,
     up: bool,
-    rng: u64,
+    rng: XorShift,
 }
 
 impl Link {
-    /// An intact link whose drop decisions come from `seed` (0 is replaced: xorshift would
-    /// stay at 0 forever).
+    /// An intact link whose drop decisions come from `seed`.
     pub fn new(seed: u64) -> Link {
         Link {
             faults: Faults::default(),
             up: true,
-            rng: if seed == 0 {
-                0x2545_f491_4f6c_dd1d
-            } else {
-                seed
-            },
+            rng: XorShift::new(seed),
         }
     }
 
@@ -217,10 +205,7 @@ impl Link {
         if p <= 0.0 {
             return false;
         }
-        self.rng = xorshift(self.rng);
-        // The top 53 bits as a uniform number in [0, 1).
-        let uniform = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
-        uniform < p
+        self.rng.unit() < p
     }
 }
 

@@ -16,8 +16,8 @@ use super::proxydhcp::server::{
     self as dhcp_server, ProxyDhcpConfig, ProxyDhcpHandle, ServerError,
 };
 use super::tftp::{self, TftpConfig, TftpEvent, TftpHandle};
-use crate::net::dhcp::backoff::random_seed;
 use crate::net::mac::MacAddr;
+use crate::rand::random_seed;
 use crate::wol::schedule::Backoff;
 use crate::wol::send::{spawn_waker, SendError, Sender, SenderConfig, WakerHandle};
 

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use crate::net::mac::MacAddr;
+use crate::rand::XorShift;
 
 /// How often to resend, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -171,30 +172,7 @@ impl WakePlan {
     fn jittered(&mut self, interval: Duration) -> Duration {
         let jitter = self.backoff.jitter.clamp(0.0, 1.0);
         // A uniform value in [-1, 1] from the top 53 bits (the precision of an f64).
-        let unit = (self.rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-        interval.mul_f64(1.0 + jitter * unit)
-    }
-}
-
-/// xorshift64*: a small deterministic generator; jitter needs no cryptographic quality.
-#[derive(Debug, Clone)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        // xorshift never leaves the all-zero state; any other constant would do.
-        XorShift(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        interval.mul_f64(1.0 + jitter * self.rng.signed_unit())
     }
 }
 

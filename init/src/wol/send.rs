@@ -188,7 +188,10 @@ fn open_raw(interface: &str) -> Result<RawLink, SendError> {
 /// The interface's index, asked of the kernel by name: the boot service runs chrooted in the
 /// RAM copy of the drive, where there is no sysfs.
 fn interface_index(interface: &str) -> Result<i32, SendError> {
-    let error = |source| SendError::InterfaceIndex { interface: interface.to_owned(), source };
+    let error = |source| SendError::InterfaceIndex {
+        interface: interface.to_owned(),
+        source,
+    };
     let index = nix::net::if_::if_nametoindex(interface).map_err(error)?;
     i32::try_from(index).map_err(|_| error(nix::Error::ERANGE))
 }

@@ -299,28 +299,12 @@ fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rand::XorShift;
 
     const TARGET: MacAddr = MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
     fn magic(target: MacAddr) -> Vec<u8> {
         MagicPacket::new(target).to_bytes()
-    }
-
-    /// A minimal xorshift64* generator: deterministic random tests without a dependency.
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
     }
 
     fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
@@ -502,19 +486,20 @@ mod tests {
 
     #[test]
     fn random_and_mutated_inputs_never_panic_and_valid_ones_round_trip() {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = XorShift::new(0x9e37_79b9_7f4a_7c15);
         for round in 0..20_000 {
             let mut bytes = if round % 2 == 0 {
                 let len = rng.below(400);
                 rng.bytes(len)
             } else {
-                let target = MacAddr::new([0x52, 0x54, 0, rng.next() as u8, rng.next() as u8, 1]);
+                let target =
+                    MacAddr::new([0x52, 0x54, 0, rng.next_u64() as u8, rng.next_u64() as u8, 1]);
                 let prefix_len = rng.below(40);
                 let mut bytes = rng.bytes(prefix_len);
                 bytes.extend_from_slice(&magic(target));
                 for _ in 0..rng.below(3) {
                     let at = rng.below(bytes.len());
-                    bytes[at] = rng.next() as u8;
+                    bytes[at] = rng.next_u64() as u8;
                 }
                 bytes
             };

@@ -1,8 +1,8 @@
 //! When a DHCP client retransmits: RFC 2131 §4.1's exponential backoff with jitter.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
+
+use crate::rand::XorShift;
 
 /// The most jitter added to or taken from a delay: RFC 2131 §4.1's "-1 to +1" second.
 const MAX_JITTER: Duration = Duration::from_secs(1);
@@ -37,39 +37,6 @@ impl Backoff {
         let spread_us = spread.as_micros() as u64;
         let offset_us = self.rng.next_u64() % (2 * spread_us + 1);
         (base + Duration::from_micros(offset_us)).saturating_sub(spread)
-    }
-}
-
-/// A seed that differs between runs and between machines, from the standard library's
-/// per-process random hash keys (taken from the kernel's random source), without `unsafe`
-/// and without a dependency.
-pub fn random_seed() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(std::process::id().into());
-    hasher.finish()
-}
-
-/// A xorshift64* generator: enough for jitter and transaction IDs, which need to differ,
-/// not to be secret.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator from `seed` (zero, which xorshift cannot leave, is replaced).
-    pub fn new(seed: u64) -> XorShift {
-        XorShift(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
-    }
-
-    /// The next pseudo-random number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -124,11 +91,6 @@ mod tests {
             late |= delay > S(4) + Duration::from_millis(500);
         }
         assert!(early && late, "early {early}, late {late}");
-    }
-
-    #[test]
-    fn random_seeds_differ() {
-        assert_ne!(random_seed(), random_seed());
     }
 
     #[test]

@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::Message;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use self::backoff::{Backoff, XorShift};
+use self::backoff::Backoff;
 pub use self::message::{Identity, Lease, Offer, Reply};
 use crate::net::link::{self, LinkError};
 use crate::net::mac::MacAddr;
+use crate::rand::{random_seed, XorShift};
 use crate::serve::proxydhcp::wire;
 
 /// The DHCP client port.
@@ -126,7 +127,7 @@ pub enum DhcpError {
 /// Gets a lease on `config.interface`, which must be up (see [`link::set_up`]).
 pub fn obtain_lease(config: &ClientConfig) -> Result<Lease, DhcpError> {
     let socket = client_socket(&config.interface)?;
-    let mut rng = XorShift::new(backoff::random_seed());
+    let mut rng = XorShift::new(random_seed());
     let mut client = Client {
         config,
         socket,

@@ -805,6 +805,7 @@ impl ResponseHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rand::XorShift;
 
     fn parse(bytes: &[u8]) -> Result<RequestRepr, ParseError> {
         RequestRepr::parse(&Head::new_checked(bytes, &Limits::default())?)
@@ -1155,22 +1156,6 @@ mod tests {
         );
     }
 
-    /// xorshift64: a deterministic PRNG, so a failure is reproducible from the printed case.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     const VALID: &[&[u8]] = &[
         b"GET /pxelinux.0 HTTP/1.1\r\nHost: 10.0.0.1\r\nConnection: keep-alive\r\n\r\n",
         b"HEAD /xen.gz HTTP/1.0\r\nUser-Agent: iPXE/1.21\r\nRange: bytes=-50\r\n\r\n",
@@ -1183,7 +1168,7 @@ mod tests {
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(bytes.len() + 1);
             match rng.below(4) {
-                0 if at < bytes.len() => bytes[at] = rng.next() as u8,
+                0 if at < bytes.len() => bytes[at] = rng.next_u64() as u8,
                 1 if at < bytes.len() => {
                     bytes.remove(at);
                 }
@@ -1233,7 +1218,7 @@ mod tests {
 
     #[test]
     fn random_and_mutated_heads_never_panic_and_round_trip() {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = XorShift::new(0x9e37_79b9_7f4a_7c15);
         let limits = Limits {
             max_request_line: 64,
             max_header_line: 64,
@@ -1250,7 +1235,7 @@ mod tests {
                     mutate(&mut rng, valid)
                 }
                 _ => (0..rng.below(300))
-                    .map(|_| rng.next() as u8)
+                    .map(|_| rng.next_u64() as u8)
                     .collect::<Vec<u8>>(),
             };
             check_round_trip(&bytes, &limits);

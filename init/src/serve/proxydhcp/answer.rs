@@ -378,8 +378,8 @@ fn destination(request: &Message, arrival: Arrival) -> Destination {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::rand::XorShift;
     use crate::serve::proxydhcp::wire;
-    use crate::serve::proxydhcp::wire::tests::XorShift;
     use dhcproto::v4::{Architecture, Flags, UnknownOption};
 
     pub(crate) const CLIENT: MacAddr = MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
@@ -716,7 +716,7 @@ pub(crate) mod tests {
 
     #[test]
     fn random_mutations_of_pxe_requests_never_panic_and_replies_encode() {
-        let mut rng = XorShift(0x5eed_0f9e_3737);
+        let mut rng = XorShift::new(0x5eed_0f9e_3737);
         let seeds = [
             wire::emit(&pxe_message(MessageType::Discover, 0)).unwrap(),
             wire::emit(&ipxe(pxe_message(MessageType::Request, 0))).unwrap(),
@@ -727,7 +727,7 @@ pub(crate) mod tests {
             let mut bytes = seeds[round % seeds.len()].clone();
             for _ in 0..rng.below(6) {
                 let at = rng.below(bytes.len());
-                bytes[at] = rng.next() as u8;
+                bytes[at] = rng.next_u64() as u8;
             }
             let Ok(request) = wire::parse(&bytes) else {
                 continue;

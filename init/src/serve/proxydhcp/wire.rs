@@ -243,21 +243,8 @@ pub fn emit(message: &Message) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::rand::XorShift;
     use dhcproto::v4::{DhcpOption, MessageType, Opcode};
-
-    /// A minimal xorshift64* generator: deterministic random tests without a dependency.
-    pub(crate) struct XorShift(pub(crate) u64);
-    impl XorShift {
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        pub(crate) fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
 
     fn discover_bytes() -> Vec<u8> {
         let mut message = Message::default();
@@ -401,7 +388,7 @@ pub(crate) mod tests {
 
     #[test]
     fn random_messages_with_client_options_never_panic_and_round_trip() {
-        let mut rng = XorShift(0x5eed_c11e_0000_0001);
+        let mut rng = XorShift::new(0x5eed_c11e_0000_0001);
         let mut valid = with_options(&[
             1, 4, 255, 255, 255, 0, 3, 4, 10, 0, 0, 1, 6, 4, 10, 0, 0, 1, 51, 4, 0, 0, 14, 16, 53,
             1, 5, 54, 4, 10, 0, 0, 1, 255,
@@ -412,7 +399,7 @@ pub(crate) mod tests {
             for _ in 0..1 + rng.below(8) {
                 let at = MIN_LEN + rng.below(bytes.len() - MIN_LEN);
                 bytes[at] = if round % 2 == 0 {
-                    rng.next() as u8
+                    rng.next_u64() as u8
                 } else {
                     // Small values hit option codes and lengths more often.
                     rng.below(64) as u8
@@ -440,20 +427,20 @@ pub(crate) mod tests {
 
     #[test]
     fn random_and_mutated_messages_never_panic_and_valid_ones_round_trip() {
-        let mut rng = XorShift(0x0dd_b1a5_e5ba_d5e1);
+        let mut rng = XorShift::new(0x0dd_b1a5_e5ba_d5e1);
         let valid = discover_bytes();
         for round in 0..20_000 {
             let mut bytes = if round % 4 == 0 {
                 let len = rng.below(600);
-                (0..len).map(|_| rng.next() as u8).collect()
+                (0..len).map(|_| rng.next_u64() as u8).collect()
             } else {
                 let mut bytes = valid.clone();
                 for _ in 0..1 + rng.below(8) {
                     let at = rng.below(bytes.len());
-                    bytes[at] = rng.next() as u8;
+                    bytes[at] = rng.next_u64() as u8;
                 }
                 let extra = rng.below(40);
-                bytes.extend((0..extra).map(|_| rng.next() as u8));
+                bytes.extend((0..extra).map(|_| rng.next_u64() as u8));
                 bytes
             };
             if round % 7 == 0 {

@@ -519,6 +519,7 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rand::XorShift;
 
     fn rrq<'a>(filename: &'a str, options: &[(&'a str, &'a str)]) -> Repr<'a> {
         Repr::ReadRequest(Request {
@@ -726,26 +727,6 @@ mod tests {
         assert_eq!(packet.into_inner(), b"\0\x03\x01\x02xyz");
     }
 
-    /// A small deterministic PRNG (xorshift64*), so the randomized tests are reproducible.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
-    }
-
     /// Strings that emit and parse back unchanged: no NUL, and not a lone trailing padding.
     const WORDS: &[&str] = &[
         "pxelinux.0",
@@ -767,7 +748,7 @@ mod tests {
                 .map(|_| (word(rng), word(rng)))
                 .collect::<Vec<_>>()
         };
-        let block = rng.next() as u16;
+        let block = rng.next_u64() as u16;
         let len = rng.below(600);
         let data = rng.bytes(len);
         let repr = match rng.below(6) {
@@ -784,7 +765,7 @@ mod tests {
             2 => Repr::Data { block, data: &data },
             3 => Repr::Ack { block },
             4 => Repr::Error {
-                code: ErrorCode::from_u16(rng.next() as u16 % 10),
+                code: ErrorCode::from_u16(rng.next_u64() as u16 % 10),
                 message: word(rng),
             },
             _ => Repr::OptionAck {
@@ -814,7 +795,7 @@ mod tests {
 
     #[test]
     fn random_and_mutated_packets_never_panic_and_round_trip() {
-        let mut rng = XorShift(0x5EED_7F7F_0000_0003);
+        let mut rng = XorShift::new(0x5EED_7F7F_0000_0003);
         for _ in 0..20_000 {
             let len = rng.below(64);
             let random = rng.bytes(len);
@@ -825,10 +806,10 @@ mod tests {
                 match rng.below(3) {
                     0 if !mutated.is_empty() => {
                         let at = rng.below(mutated.len());
-                        mutated[at] = rng.next() as u8;
+                        mutated[at] = rng.next_u64() as u8;
                     }
                     1 => mutated.truncate(rng.below(mutated.len() + 1)),
-                    _ => mutated.push(rng.next() as u8),
+                    _ => mutated.push(rng.next_u64() as u8),
                 }
             }
             check_never_panics_and_round_trips(&mutated);
