@@ -1,0 +1,173 @@
+//! The whole cluster: host0 boots the test image from a USB stick, gets an address from the
+//! LAN's DHCP server (which knows nothing of PXE), serves the drive, and wakes the two hostUs
+//! named in the drive's configuration with Wake-on-LAN; they are powered on by nothing else
+//! (the switch's power button), boot over the network from host0 only, and come up with the
+//! hostnames the configuration gives their serials (so the configuration reached them inside
+//! the initramfs host0 served).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use pxen::net::mac::MacAddr;
+use pxen_qemu_tests::cluster::{ClusterBuilder, HostSpec, Stick};
+use pxen_qemu_tests::image::PARTITION_OFFSET;
+
+/// Xen needs memory beside dom0's under QEMU.
+const XEN_HEADROOM_MIB: u64 = 512;
+/// From power-on until host0 serves: its /init brings the network up before copying the root
+/// filesystem.
+const SERVING_TIMEOUT: Duration = Duration::from_secs(300);
+/// From host0 serving until Wake-on-LAN has powered on a hostU.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(120);
+/// From a hostU's power-on to its shell: PXE, the boot files over HTTP, then the same boot as
+/// host0's, all under TCG with three machines on two cores.
+const HOSTU_BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+const HOST0_MAC: MacAddr = MacAddr::new([0x52, 0x54, 0x00, 0x50, 0x00, 0x10]);
+const HOSTU: [(&str, [u8; 6], &str, &str); 2] = [
+    (
+        "hostu1",
+        [0x52, 0x54, 0x00, 0x50, 0x00, 0x11],
+        "PXT-U1-0001",
+        "hostu-one",
+    ),
+    (
+        "hostu2",
+        [0x52, 0x54, 0x00, 0x50, 0x00, 0x12],
+        "PXT-U2-0002",
+        "hostu-two",
+    ),
+];
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the scenarios with `cargo xtask test`"))
+}
+
+/// The configuration an administrator writes for this cluster.
+fn cluster_config() -> String {
+    let hosts: Vec<String> = HOSTU
+        .iter()
+        .map(|(_, mac, serial, hostname)| {
+            format!(
+                "        Host(serial: {serial:?}, hostname: {hostname:?}, macs: [\"{}\"]),",
+                MacAddr::new(*mac)
+            )
+        })
+        .collect();
+    format!(
+        "Cluster(\n    name: \"qemu-cluster\",\n    hosts: [\n{}\n    ],\n)\n",
+        hosts.join("\n")
+    )
+}
+
+/// A copy of the test image with `config` as its `config/cluster.ron`, written the way an
+/// administrator edits the drive (mtools, no mounting).
+fn image_with_config(image: &Path, work: &Path, config: &str) -> std::path::PathBuf {
+    let copy = work.join("cluster.img");
+    std::fs::copy(image, &copy).expect("the test image can be copied");
+    let ron = work.join("cluster.ron");
+    std::fs::write(&ron, config).expect("the configuration can be written");
+    let status = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{PARTITION_OFFSET}", copy.display()))
+        .arg(&ron)
+        .arg("::/config/cluster.ron")
+        .status()
+        .expect("mcopy (mtools) runs");
+    assert!(
+        status.success(),
+        "mcopy could not write the configuration: {status}"
+    );
+    copy
+}
+
+#[test]
+#[ignore = "boots a three-host cluster in QEMU (many minutes); run by `cargo xtask test`"]
+fn host0_wakes_and_network_boots_the_cluster() {
+    let dom0_mem_mib: u64 = env("PXEN_TEST_DOM0_MEM_MIB")
+        .parse()
+        .expect("a number of MiB");
+    let memory_mib = dom0_mem_mib + XEN_HEADROOM_MIB;
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let image = image_with_config(
+        Path::new(&env("PXEN_TEST_IMAGE")),
+        work.path(),
+        &cluster_config(),
+    );
+    let log_dir =
+        std::env::var_os("PXEN_TEST_LOG_DIR").map_or_else(|| work.path().join("logs"), Into::into);
+
+    let mut builder = ClusterBuilder::new(&log_dir).host0(
+        HostSpec {
+            name: "host0".into(),
+            mac: HOST0_MAC,
+            serial: "PXT-H0-0001".into(),
+            memory_mib,
+        },
+        Stick {
+            image,
+            usb_serial: "USB-HOST0".into(),
+        },
+    );
+    for (name, mac, serial, _) in HOSTU {
+        builder = builder.hostu(HostSpec {
+            name: name.into(),
+            mac: MacAddr::new(mac),
+            serial: serial.into(),
+            memory_mib,
+        });
+    }
+    let mut cluster = builder.start().expect("the cluster starts");
+
+    let host0 = cluster.host0().expect("host0 is powered on");
+    host0
+        .expect("boot service: TFTP on", SERVING_TIMEOUT)
+        .expect("host0 starts its boot service");
+
+    for (name, _, _, hostname) in HOSTU {
+        let powered = cluster
+            .wait_powered_on(name, WAKE_TIMEOUT)
+            .expect("Wake-on-LAN from host0 powers the hostU on");
+        println!("{name}: powered on by Wake-on-LAN at {powered:?}");
+        let checked = cluster
+            .with_hostu(name, |machine| {
+                machine
+                    .wait_for_shell(HOSTU_BOOT_TIMEOUT)
+                    .expect("the hostU boots over the network to its shell");
+                machine
+                    .run_ok("dmesg -n 1", COMMAND_TIMEOUT)
+                    .expect("console log level can be lowered");
+                let seen = machine
+                    .run_ok(
+                        "hostname; cat /sys/hypervisor/type; findmnt -n -o FSTYPE /",
+                        COMMAND_TIMEOUT,
+                    )
+                    .expect("commands run");
+                assert_eq!(
+                    seen.lines().collect::<Vec<_>>(),
+                    [hostname, "xen", "tmpfs"],
+                    "{name}: hostname from the served configuration, Xen, / in RAM"
+                );
+                let cmdline = machine
+                    .run_ok("cat /proc/cmdline", COMMAND_TIMEOUT)
+                    .expect("cat runs");
+                assert!(
+                    cmdline.contains("pxen.boot=net"),
+                    "{name} booted over the network: {cmdline}"
+                );
+            })
+            .expect("the hostU is known");
+        assert!(checked.is_some(), "{name} is powered on");
+        assert_eq!(
+            cluster.power_ons(name).expect("known"),
+            1,
+            "{name} was powered on once"
+        );
+    }
+    println!("{}", cluster.timeline());
+}
