@@ -32,22 +32,43 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("zstd", "decompresses Debian's kernel modules"),
     ("gzip", "decompresses xen.gz (harness test)"),
-    ("curl", "a real HTTP and TFTP client for the boot service's tests"),
-    ("tftp-hpa", "a real TFTP client for the boot service's tests"),
-    ("atftp", "a real TFTP client with windowsize, for the boot service's tests"),
-    ("dnsmasq-base", "a real DHCP server that knows nothing of PXE, for host0's DHCP client test"),
-    ("iproute2", "network namespaces and veth pairs for host0's network tests"),
+    (
+        "curl",
+        "a real HTTP and TFTP client for the boot service's tests",
+    ),
+    (
+        "tftp-hpa",
+        "a real TFTP client for the boot service's tests",
+    ),
+    (
+        "atftp",
+        "a real TFTP client with windowsize, for the boot service's tests",
+    ),
+    (
+        "dnsmasq-base",
+        "a real DHCP server that knows nothing of PXE, for host0's DHCP client test",
+    ),
+    (
+        "iproute2",
+        "network namespaces and veth pairs for host0's network tests",
+    ),
 ];
 
 /// Installs the packages of [`PACKAGES`] that are not installed yet.
 pub fn ensure() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    let names: Vec<&str> = PACKAGES.iter().map(|(name, _)| *name).collect();
+    install_missing(&names)
+}
+
+/// Installs those of `packages` that are not installed yet, saying which.
+pub fn install_missing(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
-        .map(|(name, _)| *name)
+        .copied()
         .filter(|name| !is_installed(name))
         .collect();
     if missing.is_empty() {
-        println!("deps: all {} Debian packages are installed", PACKAGES.len());
+        println!("deps: all {} Debian packages are installed", packages.len());
         return Ok(());
     }
     println!("deps: installing {}", missing.join(" "));

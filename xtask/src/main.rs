@@ -4,6 +4,7 @@
 //! the QEMU harness) and run `cargo` and Debian's tools as commands, printing each command
 //! before it runs.
 
+mod bench;
 mod build;
 mod demo;
 mod deps;
@@ -46,6 +47,15 @@ enum Task {
     },
     /// Every test: unit, privileged (as root) and the whole-system QEMU scenarios.
     Test,
+    /// The boot service's TFTP and HTTP throughput beside tftpd-hpa and nginx, on loopback.
+    Bench {
+        /// Size of the file served, in MiB.
+        #[arg(long, default_value_t = 100)]
+        size_mib: usize,
+        /// Fetches per client and server; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +73,6 @@ fn main() -> anyhow::Result<()> {
         }),
         Task::Demo { keep_running, out } => demo::run(&root.join(out), keep_running),
         Task::Test => test::run(&root),
+        Task::Bench { size_mib, rounds } => bench::run(&root, size_mib, rounds),
     }
 }
