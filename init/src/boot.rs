@@ -236,11 +236,7 @@ fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
             tftp_port: 69,
             proxydhcp_ports: Some((67, 4011)),
             interface: None,
-            wake: cluster
-                .hosts
-                .iter()
-                .flat_map(|h| h.macs.iter().copied())
-                .collect(),
+            wake: cluster.wake_macs(),
             wake_interface: Some(nic),
         })
     };

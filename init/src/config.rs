@@ -61,6 +61,14 @@ impl Cluster {
             .map(|h| h.hostname.as_str())
     }
 
+    /// Every MAC address host0 wakes with Wake-on-LAN: those of all listed hosts.
+    pub fn wake_macs(&self) -> Vec<MacAddr> {
+        self.hosts
+            .iter()
+            .flat_map(|h| h.macs.iter().copied())
+            .collect()
+    }
+
     /// The built-in default configuration (the one `mkimage` writes to a new drive).
     pub fn builtin_default() -> Cluster {
         // The default text is part of this crate and is checked by a unit test.
@@ -342,9 +350,13 @@ mod tests {
 
     #[test]
     fn a_listed_serial_gets_its_hostname() {
-        let text = r#"Cluster(name: "lab", hosts: [Host(serial: "CZ123", hostname: "node1")])"#;
+        let text = r#"Cluster(name: "lab", hosts: [Host(serial: "CZ123", hostname: "node1"), Host(serial: "CZ9", hostname: "n9", macs: ["52:54:00:00:00:09"])])"#;
         let cluster = parse_cluster(Path::new("cluster.ron"), text).unwrap();
         assert_eq!(cluster.hostname_for_serial("CZ123"), Some("node1"));
+        assert_eq!(
+            cluster.wake_macs(),
+            ["52:54:00:00:00:09".parse::<MacAddr>().unwrap()]
+        );
         assert_eq!(cluster.hostname_for_serial("CZ124"), None);
     }
 

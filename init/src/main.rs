@@ -158,18 +158,14 @@ fn serve(words: &[&str]) -> Result<(), String> {
     let service_config = ServiceConfig {
         root,
         config_dir,
-        cluster_name: cluster.name,
+        cluster_name: cluster.name.clone(),
         address,
         listen: address,
         http_port: port(&options, "--http-port", 80)?,
         tftp_port: port(&options, "--tftp-port", 69)?,
         proxydhcp_ports,
         interface: options.get("--interface").map(|s| s.to_string()),
-        wake: cluster
-            .hosts
-            .iter()
-            .flat_map(|h| h.macs.iter().copied())
-            .collect(),
+        wake: cluster.wake_macs(),
         wake_interface: options.get("--interface").map(|s| s.to_string()),
     };
     let _service = service::start(&service_config).map_err(|e| e.to_string())?;
