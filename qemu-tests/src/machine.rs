@@ -3,7 +3,8 @@
 //! QEMU runs with TCG (KVM cannot run Xen as a nested hypervisor), a CPU model Xen's PV dom0
 //! works on, no default devices, and the first serial port on QEMU's standard input and
 //! output, which this process reads and writes through pipes. `-no-reboot` makes a reboot of
-//! the guest end QEMU, so every boot is observed from power-on.
+//! the guest end QEMU, so every boot is observed from power-on; a network-booted machine
+//! instead boots again, as a PC retries its network boot.
 //!
 //! The machine is powered off (QEMU killed) when the [`Machine`] is dropped, and QEMU is
 //! also killed by the kernel if the thread that started it ends (`PR_SET_PDEATHSIG`), so no
@@ -270,7 +271,6 @@ pub fn qemu_args(config: &MachineConfig) -> Vec<OsString> {
         "Haswell-noTSX",
         "-nographic",
         "-nodefaults",
-        "-no-reboot",
         // The first serial port (Xen's com1) is QEMU's stdin/stdout; `signal=off` so a
         // Ctrl-C byte typed on it reaches the guest instead of stopping QEMU.
         "-chardev",
@@ -281,6 +281,12 @@ pub fn qemu_args(config: &MachineConfig) -> Vec<OsString> {
     .iter()
     .map(OsString::from)
     .collect();
+    // A network-booted machine resets and boots from the network again when its boot loader
+    // gives up (PXELINUX: "Boot failed ... wait for reset"), as a PC does; every other boot
+    // ends QEMU on reboot, so it is observed from power-on.
+    if config.boot != Boot::Network {
+        args.push("-no-reboot".into());
+    }
     args.push("-m".into());
     args.push(config.memory_mib.to_string().into());
     args.push("-smbios".into());
