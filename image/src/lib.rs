@@ -202,14 +202,17 @@ fn config_entries(dir: Option<&Path>) -> Result<Vec<Entry>, Error> {
             validate::check_config(dir)?;
             Ok(layout::config_entries(dir)?)
         }
-        // The built-in default, the same files `pxen config default` writes.
-        None => Ok(pxen::config::DEFAULT_FILES
-            .iter()
-            .map(|(name, text)| Entry {
-                name: format!("config/{name}"),
-                content: Content::Bytes(text.as_bytes().to_vec()),
-            })
-            .collect()),
+        // The built-in default, as `pxen config default` writes it: every new drive gets a
+        // secret of its own.
+        None => Ok(
+            pxen::config::default_files(&pxen::config::generate_secret())
+                .into_iter()
+                .map(|(name, text)| Entry {
+                    name: format!("config/{name}"),
+                    content: Content::Bytes(text.into_bytes()),
+                })
+                .collect(),
+        ),
     }
 }
 

@@ -17,9 +17,18 @@ use crate::net::mac::MacAddr;
 /// The file that describes the cluster.
 pub const CLUSTER_FILE: &str = "cluster.ron";
 
-/// The annotated default configuration that `mkimage` puts on a new drive: (file name, text).
-pub const DEFAULT_FILES: &[(&str, &str)] =
-    &[(CLUSTER_FILE, include_str!("../config-default/cluster.ron"))];
+/// The files PXEN reads in a configuration directory.
+pub const KNOWN_FILES: &[&str] = &[CLUSTER_FILE];
+
+/// The annotated default `cluster.ron`, with [`SECRET_PLACEHOLDER`] where each drive's own
+/// secret goes (see [`default_files`]).
+const DEFAULT_CLUSTER_TEMPLATE: &str = include_str!("../config-default/cluster.ron");
+
+/// Stands for the generated secret in the default configuration's template.
+const SECRET_PLACEHOLDER: &str = "@SECRET@";
+
+/// The shortest cluster secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// The whole cluster, as described by `cluster.ron`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -27,6 +36,9 @@ pub const DEFAULT_FILES: &[(&str, &str)] =
 pub struct Cluster {
     /// A short name for the cluster, shown on consoles and status pages.
     pub name: String,
+    /// The shared secret hosts sign their messages to host0 with (at least
+    /// [`MIN_SECRET_LEN`] characters).
+    pub secret: String,
     /// Hosts not listed in `hosts` are named `<hostname_prefix>-<10 hex digits>`.
     #[serde(default = "default_hostname_prefix")]
     pub hostname_prefix: String,
@@ -69,12 +81,42 @@ impl Cluster {
             .collect()
     }
 
-    /// The built-in default configuration (the one `mkimage` writes to a new drive).
+    /// The built-in default configuration (the one `mkimage` writes to a new drive), with a
+    /// secret of its own: a host that falls back to it shares no secret with anyone.
     pub fn builtin_default() -> Cluster {
+        let (_, text) = default_cluster_file(&generate_secret());
         // The default text is part of this crate and is checked by a unit test.
-        parse_cluster(Path::new(CLUSTER_FILE), DEFAULT_FILES[0].1)
+        parse_cluster(Path::new(CLUSTER_FILE), &text)
             .unwrap_or_else(|e| unreachable!("the built-in configuration is invalid: {e}"))
     }
+}
+
+/// The annotated default configuration for a new drive, `(file name, text)`, with `secret`
+/// as the cluster secret (see [`generate_secret`]).
+pub fn default_files(secret: &str) -> Vec<(&'static str, String)> {
+    vec![default_cluster_file(secret)]
+}
+
+fn default_cluster_file(secret: &str) -> (&'static str, String) {
+    (
+        CLUSTER_FILE,
+        DEFAULT_CLUSTER_TEMPLATE.replace(SECRET_PLACEHOLDER, secret),
+    )
+}
+
+/// A fresh cluster secret: 32 random bytes from the kernel, as 64 hex digits.
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    let from_kernel = std::fs::File::open("/dev/urandom")
+        .and_then(|mut urandom| std::io::Read::read_exact(&mut urandom, &mut bytes));
+    if from_kernel.is_err() {
+        // Only without /dev (a broken chroot): std's hasher keys come from the kernel's
+        // getrandom() too, so the secret is still unpredictable, if less directly so.
+        for chunk in bytes.chunks_mut(8) {
+            chunk.copy_from_slice(&crate::rand::random_seed().to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One problem in a configuration file.
@@ -161,7 +203,7 @@ fn unknown_files(dir: &Path) -> Vec<ConfigError> {
         // A missing directory is reported through the missing cluster.ron.
         return Vec::new();
     };
-    let known: Vec<&str> = DEFAULT_FILES.iter().map(|(name, _)| *name).collect();
+    let known = KNOWN_FILES;
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -212,6 +254,17 @@ fn check_cluster(cluster: &Cluster, file: &Path, text: &str) -> Vec<ConfigError>
             0,
             "the cluster name is empty",
             "give the cluster a short name, e.g. name: \"lab\"",
+        ));
+    }
+    if cluster.secret.chars().count() < MIN_SECRET_LEN {
+        errors.push(locator.error(
+            &cluster.secret,
+            0,
+            &format!(
+                "the secret has {} characters, fewer than {MIN_SECRET_LEN}",
+                cluster.secret.chars().count()
+            ),
+            "use a long random secret, e.g. one printed by `pxen config secret`",
         ));
     }
     if let Err(why) = identity::check_hostname_prefix(&cluster.hostname_prefix) {
@@ -333,8 +386,17 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    /// A valid secret, for texts that are about something else.
+    const SECRET: &str = "secret: \"0123456789abcdef\"";
+
+    /// `text` (a `Cluster(...)`) with [`SECRET`] added as its last field.
+    fn with_secret(text: &str) -> String {
+        let body = text.strip_suffix(')').expect("a Cluster(...) text");
+        format!("{body}, {SECRET})")
+    }
+
     fn errors_of(text: &str) -> Vec<String> {
-        match parse_cluster(Path::new("cluster.ron"), text) {
+        match parse_cluster(Path::new("cluster.ron"), &with_secret(text)) {
             Ok(_) => vec![],
             Err(ConfigErrors(errors)) => errors.iter().map(|e| e.to_string()).collect(),
         }
@@ -346,12 +408,46 @@ mod tests {
         assert_eq!(cluster.name, "pxen");
         assert_eq!(cluster.hostname_prefix, "pxen");
         assert!(cluster.hosts.is_empty());
+        assert_eq!(cluster.secret.len(), 64);
+        assert_ne!(
+            cluster.secret,
+            Cluster::builtin_default().secret,
+            "every default gets its own secret"
+        );
+    }
+
+    #[test]
+    fn default_files_carry_the_secret_given() {
+        let files = default_files("fedcba9876543210");
+        assert_eq!(files.len(), KNOWN_FILES.len());
+        let (name, text) = &files[0];
+        let cluster = parse_cluster(Path::new(name), text).unwrap();
+        assert_eq!(cluster.secret, "fedcba9876543210");
+        assert!(!text.contains(SECRET_PLACEHOLDER));
+    }
+
+    #[test]
+    fn a_short_or_missing_secret_is_refused() {
+        let short = parse_cluster(
+            Path::new("cluster.ron"),
+            "Cluster(name: \"lab\",\n secret: \"abc\")",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            short.contains("cluster.ron:2:10: the secret has 3 characters, fewer than 16"),
+            "{short}"
+        );
+        let missing = parse_cluster(Path::new("cluster.ron"), "Cluster(name: \"lab\")")
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("secret"), "{missing}");
     }
 
     #[test]
     fn a_listed_serial_gets_its_hostname() {
         let text = r#"Cluster(name: "lab", hosts: [Host(serial: "CZ123", hostname: "node1"), Host(serial: "CZ9", hostname: "n9", macs: ["52:54:00:00:00:09"])])"#;
-        let cluster = parse_cluster(Path::new("cluster.ron"), text).unwrap();
+        let cluster = parse_cluster(Path::new("cluster.ron"), &with_secret(text)).unwrap();
         assert_eq!(cluster.hostname_for_serial("CZ123"), Some("node1"));
         assert_eq!(
             cluster.wake_macs(),
@@ -365,7 +461,7 @@ mod tests {
         let table: &[(&str, &[&str])] = &[
             (
                 "Cluster(name: \"lab\",\n  hostnme_prefix: \"x\")",
-                &["cluster.ron:2:3: Unexpected field named `hostnme_prefix` in `Cluster`, expected one of `name`, `hostname_prefix`, or `hosts` instead"],
+                &["cluster.ron:2:3: Unexpected field named `hostnme_prefix` in `Cluster`, expected one of `name`, `secret`, `hostname_prefix`, or `hosts` instead"],
             ),
             (
                 "Cluster(name: 7)",

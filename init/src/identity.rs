@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn configuration_names_win_and_reasons_explain() {
         let cluster: Cluster = ron::from_str(
-            r#"Cluster(name: "lab", hostname_prefix: "lab", hosts: [Host(serial: "S1", hostname: "alpha")])"#,
+            r#"Cluster(name: "lab", secret: "0123456789abcdef", hostname_prefix: "lab", hosts: [Host(serial: "S1", hostname: "alpha")])"#,
         )
         .unwrap();
         let listed = MachineIds {

@@ -14,7 +14,9 @@ As PID 1 (the initramfs' /init) this binary boots the host; see the README.
 
 commands:
   config check DIR     check a configuration directory; print every problem with file:line:col
-  config default DIR   write the annotated default configuration into DIR (never overwrites)
+  config default DIR   write the annotated default configuration, with a fresh cluster secret,
+                       into DIR (never overwrites)
+  config secret        print a fresh random cluster secret
   serve --root DIR --listen IP [--config DIR] [--http-port N] [--tftp-port N]
         [--dhcp-port N --pxe-port N | --no-proxydhcp] [--interface IF]
                        run the boot service (proxyDHCP, TFTP, HTTP) for the boot files in DIR
@@ -46,6 +48,10 @@ fn run(words: &[&str]) -> Result<(), String> {
     match words {
         ["config", "check", dir] => config_check(Path::new(dir)),
         ["config", "default", dir] => config_default(Path::new(dir)),
+        ["config", "secret"] => {
+            println!("{}", config::generate_secret());
+            Ok(())
+        }
         ["hostname", rest @ ..] => hostname(rest),
         ["serve", rest @ ..] => serve(rest),
         ["version"] | ["--version"] => {
@@ -73,7 +79,7 @@ fn config_check(dir: &Path) -> Result<(), String> {
 
 fn config_default(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    for (name, text) in config::DEFAULT_FILES {
+    for (name, text) in config::default_files(&config::generate_secret()) {
         let path = dir.join(name);
         std::fs::OpenOptions::new()
             .write(true)
@@ -158,14 +164,14 @@ fn serve(words: &[&str]) -> Result<(), String> {
     let service_config = ServiceConfig {
         root,
         config_dir,
-        cluster_name: cluster.name.clone(),
+        wake: cluster.wake_macs(),
+        cluster,
         address,
         listen: address,
         http_port: port(&options, "--http-port", 80)?,
         tftp_port: port(&options, "--tftp-port", 69)?,
         proxydhcp_ports,
         interface: options.get("--interface").map(|s| s.to_string()),
-        wake: cluster.wake_macs(),
         wake_interface: options.get("--interface").map(|s| s.to_string()),
     };
     let _service = service::start(&service_config).map_err(|e| e.to_string())?;

@@ -113,7 +113,7 @@ fn pxen_serve_serves_the_drive_and_the_generated_network_boot_files() {
     std::fs::create_dir(root.join("config")).unwrap();
     std::fs::write(
         root.join("config/cluster.ron"),
-        "Cluster(name: \"loopback-lab\")",
+        "Cluster(name: \"loopback-lab\", secret: \"loopback-secret-0123\")",
     )
     .unwrap();
 
@@ -159,7 +159,10 @@ fn pxen_serve_serves_the_drive_and_the_generated_network_boot_files() {
             .iter()
             .find(|e| e.name == "pxen/config/cluster.ron")
             .expect("the configuration is appended");
-        assert_eq!(config.data, b"Cluster(name: \"loopback-lab\")");
+        assert_eq!(
+            config.data,
+            b"Cluster(name: \"loopback-lab\", secret: \"loopback-secret-0123\")"
+        );
     }
     assert_eq!(
         curl(&format!("tftp://127.0.0.1:{tftp}/xen.gz")),

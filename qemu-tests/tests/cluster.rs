@@ -25,6 +25,9 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(120);
 const HOSTU_BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The cluster secret of the test configuration.
+const SECRET: &str = "qemu-cluster-secret-0123456789";
+
 const HOST0_MAC: MacAddr = MacAddr::new([0x52, 0x54, 0x00, 0x50, 0x00, 0x10]);
 const HOSTU: [(&str, [u8; 6], &str, &str); 2] = [
     (
@@ -58,7 +61,7 @@ fn cluster_config() -> String {
         })
         .collect();
     format!(
-        "Cluster(\n    name: \"qemu-cluster\",\n    hosts: [\n{}\n    ],\n)\n",
+        "Cluster(\n    name: \"qemu-cluster\",\n    secret: \"{SECRET}\",\n    hosts: [\n{}\n    ],\n)\n",
         hosts.join("\n")
     )
 }

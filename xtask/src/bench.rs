@@ -109,7 +109,10 @@ fn write_drive(dir: &Path, size_mib: usize) -> anyhow::Result<()> {
     let cfg = "DEFAULT pxen\nLABEL pxen\n  KERNEL mboot.c32\n  APPEND xen.gz --- vmlinuz --- initrd.img\n";
     std::fs::write(dir.join("syslinux.cfg"), cfg)?;
     std::fs::write(dir.join("initrd.img"), b"bench")?;
-    std::fs::write(dir.join("config/cluster.ron"), "Cluster(name: \"bench\")")?;
+    std::fs::write(
+        dir.join("config/cluster.ron"),
+        "Cluster(name: \"bench\", secret: \"bench-secret-0123456789\")",
+    )?;
     let mut rng = pxen::rand::XorShift::new(0x5eed);
     std::fs::write(dir.join(FILE), rng.bytes(size_mib << 20))?;
     Ok(())

@@ -11,11 +11,12 @@ use super::bootfiles::{BootFiles, BootFilesError};
 use super::files::FileSource;
 use super::http::status::{HostState, StatusBoard};
 use super::http::{self, HttpConfig, HttpHandle};
-use super::proxydhcp::answer::ProxyContext;
+use super::proxydhcp::answer::{ProxyContext, PxeSighting};
 use super::proxydhcp::server::{
     self as dhcp_server, ProxyDhcpConfig, ProxyDhcpHandle, ServerError,
 };
 use super::tftp::{self, TftpConfig, TftpEvent, TftpHandle};
+use crate::config::Cluster;
 use crate::net::mac::MacAddr;
 use crate::rand::random_seed;
 use crate::wol::schedule::Backoff;
@@ -28,8 +29,9 @@ pub struct ServiceConfig {
     pub root: PathBuf,
     /// The cluster configuration appended to the served initramfs.
     pub config_dir: PathBuf,
-    /// The cluster's name, for the status page.
-    pub cluster_name: String,
+    /// The cluster configuration: its name and hosts for the status page, its secret for the
+    /// hosts' reports.
+    pub cluster: Cluster,
     /// The address clients reach this server at, written into the boot files.
     pub address: Ipv4Addr,
     /// The address TFTP and HTTP listen on: host0 listens on all (0.0.0.0), so it keeps
@@ -106,12 +108,21 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
         config.address,
         config.http_port,
     )?);
-    let status = StatusBoard::new(&config.cluster_name);
+    let status = StatusBoard::new(&config.cluster.name);
+    status.expect_hosts(&config.cluster.hosts);
 
     let tftp_addr = SocketAddr::new(IpAddr::V4(config.listen), config.tftp_port);
+    let tftp_status = status.clone();
     let tftp_config = TftpConfig {
         listen: tftp_addr,
-        on_event: Some(Arc::new(log_tftp_event)),
+        on_event: Some(Arc::new(move |event: &TftpEvent| {
+            log_tftp_event(event);
+            if let TftpEvent::Finished(report) = event {
+                if report.result.is_ok() {
+                    tftp_status.file_fetched(report.client.ip());
+                }
+            }
+        })),
         ..TftpConfig::default()
     };
     let tftp = tftp::spawn(tftp_config, files.clone()).map_err(|source| ServiceError::Tftp {
@@ -130,10 +141,14 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
 
     let proxydhcp = match config.proxydhcp_ports {
         Some((dhcp_port, pxe_port)) => {
+            let board = status.clone();
             let dhcp_config = ProxyDhcpConfig {
                 dhcp_port,
                 pxe_port,
                 interface: config.interface.clone(),
+                on_sighting: Some(Arc::new(move |seen: &PxeSighting| {
+                    board.pxe_request(&seen.mac.to_string(), seen.address)
+                })),
                 ..ProxyDhcpConfig::default()
             };
             Some(dhcp_server::spawn(
@@ -177,7 +192,7 @@ fn wake_hosts(
         return Ok(None);
     }
     for mac in &config.wake {
-        status.update_by_mac(&mac.to_string(), HostState::Waking, |_| {});
+        status.waking(&mac.to_string());
     }
     let sender_config = SenderConfig {
         interface: config.wake_interface.clone(),

@@ -820,6 +820,9 @@ impl Connection {
             end - first,
             started.elapsed().as_secs_f64()
         );
+        if status == Status::Ok {
+            self.shared.status.file_fetched(self.peer.ip());
+        }
         Ok(keep_alive)
     }
 

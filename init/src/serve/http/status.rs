@@ -1,47 +1,53 @@
 //! The cluster's status board: the hosts host0 has seen and how far each has booted, shown by
 //! the HTTP server at `/` (HTML) and `/status.json`.
 //!
-//! The other parts of the boot service (TFTP and HTTP transfers, Wake-on-LAN, the hosts'
-//! reports) update it through a shared [`StatusBoard`]; the pages render a snapshot.
+//! The other parts of the boot service update it through a shared [`StatusBoard`]: the
+//! configuration lists the expected hosts, Wake-on-LAN marks them waking, proxyDHCP sees
+//! their PXE firmware (and the address the LAN's DHCP server gives them), TFTP and HTTP count
+//! the files they fetch, and their reports mark them online. The pages render a snapshot.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Host;
+use crate::net::mac::MacAddr;
 
 /// How far a host has come.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostState {
+    /// Listed in the configuration, not heard of yet (and not being woken: no MAC listed).
+    Expected,
     /// Wake-on-LAN packets are being sent; nothing heard from it yet.
     Waking,
-    /// It is fetching its boot files.
+    /// Its PXE firmware asked for a boot program; it is fetching its boot files.
     Booting {
         /// How many files it has fetched so far.
         files_fetched: u32,
     },
     /// It reported its dom0 up.
     Online,
-    /// A machine the configuration does not list, seen on the network (it is booted anyway).
-    New,
 }
 
 impl HostState {
     fn label(&self) -> String {
         match self {
+            HostState::Expected => "expected (not seen yet)".to_string(),
             HostState::Waking => "waking".to_string(),
             HostState::Booting { files_fetched } => {
                 format!("booting ({files_fetched} files fetched)")
             }
             HostState::Online => "online".to_string(),
-            HostState::New => "new (not in the configuration)".to_string(),
         }
     }
 
     fn key(&self) -> &'static str {
         match self {
+            HostState::Expected => "expected",
             HostState::Waking => "waking",
             HostState::Booting { .. } => "booting",
             HostState::Online => "online",
-            HostState::New => "new",
         }
     }
 }
@@ -55,6 +61,11 @@ pub struct HostStatus {
     pub serial: Option<String>,
     /// Its network cards' MACs, `aa:bb:cc:dd:ee:ff`.
     pub macs: Vec<String>,
+    /// Its IPv4 address, once seen (in its DHCP request or its report).
+    pub address: Option<Ipv4Addr>,
+    /// Whether the configuration lists it; a host that is not listed is booted all the same
+    /// and shown as new.
+    pub in_config: bool,
     /// How far it has come.
     pub state: HostState,
     /// When host0 first heard of it.
@@ -66,19 +77,49 @@ pub struct HostStatus {
 }
 
 impl HostStatus {
-    /// A host just seen, known by one MAC.
+    /// A host just seen, known by one MAC, not (yet) matched to the configuration.
     pub fn seen_now(mac: &str, state: HostState) -> HostStatus {
         let now = SystemTime::now();
         HostStatus {
             hostname: None,
             serial: None,
             macs: vec![mac.to_ascii_lowercase()],
+            address: None,
+            in_config: false,
             state,
             first_seen: now,
             last_seen: now,
             boot_timeline: Vec::new(),
         }
     }
+
+    /// The state as the status page shows it, new hosts marked.
+    fn state_label(&self) -> String {
+        if self.in_config {
+            self.state.label()
+        } else {
+            format!("{} (new: not in the configuration)", self.state.label())
+        }
+    }
+
+    fn has_mac(&self, mac: &str) -> bool {
+        self.macs.iter().any(|m| m.eq_ignore_ascii_case(mac))
+    }
+}
+
+/// What a host says about itself when its dom0 is up (see [`StatusBoard::host_online`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineHost {
+    /// Its hostname.
+    pub hostname: String,
+    /// Its DMI serial, if it has a usable one.
+    pub serial: Option<String>,
+    /// Its network cards' MACs.
+    pub macs: Vec<String>,
+    /// The address it reported from.
+    pub address: Option<Ipv4Addr>,
+    /// Its boot phases, in seconds since its power-on.
+    pub boot_timeline: Vec<(String, f64)>,
 }
 
 /// The shared board: clone it freely; every clone shows the same hosts.
@@ -122,11 +163,7 @@ impl StatusBoard {
     /// is not on the board; `last_seen` is set to now.
     pub fn update_by_mac(&self, mac: &str, state: HostState, update: impl FnOnce(&mut HostStatus)) {
         let mut board = self.write();
-        let index = match board
-            .hosts
-            .iter()
-            .position(|h| h.macs.iter().any(|m| m.eq_ignore_ascii_case(mac)))
-        {
+        let index = match board.hosts.iter().position(|h| h.has_mac(mac)) {
             Some(index) => index,
             None => {
                 board.hosts.push(HostStatus::seen_now(mac, state));
@@ -138,9 +175,112 @@ impl StatusBoard {
         update(host);
     }
 
-    /// Changes the hosts in any way (for updates not keyed by one MAC).
-    pub fn update_all(&self, update: impl FnOnce(&mut Vec<HostStatus>)) {
-        update(&mut self.write().hosts);
+    /// Puts the hosts the configuration lists on the board, as expected.
+    pub fn expect_hosts(&self, hosts: &[Host]) {
+        let now = SystemTime::now();
+        let mut board = self.write();
+        for host in hosts {
+            board.hosts.push(HostStatus {
+                hostname: Some(host.hostname.clone()),
+                serial: Some(host.serial.clone()),
+                macs: host.macs.iter().map(MacAddr::to_string).collect(),
+                address: None,
+                in_config: true,
+                state: HostState::Expected,
+                first_seen: now,
+                last_seen: now,
+                boot_timeline: Vec::new(),
+            });
+        }
+    }
+
+    /// Host0 started waking the host with this MAC.
+    pub fn waking(&self, mac: &str) {
+        self.update_by_mac(mac, HostState::Waking, |host| {
+            if host.state == HostState::Expected {
+                host.state = HostState::Waking;
+            }
+        });
+    }
+
+    /// A PXE client asked for its boot program, from `address` if it has one yet. A host
+    /// that was online is booting again.
+    pub fn pxe_request(&self, mac: &str, address: Option<Ipv4Addr>) {
+        let booting = HostState::Booting { files_fetched: 0 };
+        self.update_by_mac(mac, booting.clone(), |host| {
+            if !matches!(host.state, HostState::Booting { .. }) {
+                host.state = booting;
+                host.boot_timeline.clear();
+            }
+            if address.is_some() {
+                host.address = address;
+            }
+        });
+    }
+
+    /// The client at `address` fetched a whole boot file. Returns whether that address
+    /// belongs to a host on the board (an administrator's browser does not).
+    pub fn file_fetched(&self, address: IpAddr) -> bool {
+        let IpAddr::V4(address) = address else {
+            return false;
+        };
+        let mut board = self.write();
+        let Some(host) = board.hosts.iter_mut().find(|h| h.address == Some(address)) else {
+            return false;
+        };
+        host.last_seen = SystemTime::now();
+        match &mut host.state {
+            HostState::Booting { files_fetched } => *files_fetched += 1,
+            // A file fetched without a PXE request seen (proxyDHCP restarted meanwhile).
+            HostState::Expected | HostState::Waking => {
+                host.state = HostState::Booting { files_fetched: 1 }
+            }
+            HostState::Online => {}
+        }
+        true
+    }
+
+    /// A host reported its dom0 up. It is found by any of its MACs, else by its serial;
+    /// a host on the board under another entry (e.g. a second NIC seen by proxyDHCP) is
+    /// merged into one.
+    pub fn host_online(&self, report: OnlineHost) {
+        let now = SystemTime::now();
+        let mut board = self.write();
+        let matches = |h: &HostStatus| {
+            report.macs.iter().any(|m| h.has_mac(m))
+                || (report.serial.is_some() && h.serial == report.serial)
+        };
+        // The merged entry takes the place of the first one found.
+        let place = board.hosts.iter().position(matches);
+        let mut found: Vec<HostStatus> = Vec::new();
+        board.hosts.retain(|h| {
+            let keep = !matches(h);
+            if !keep {
+                found.push(h.clone());
+            }
+            keep
+        });
+        let first_seen = found.iter().map(|h| h.first_seen).min().unwrap_or(now);
+        let in_config = found.iter().any(|h| h.in_config);
+        let mut macs: Vec<String> = found.iter().flat_map(|h| h.macs.clone()).collect();
+        macs.extend(report.macs.iter().map(|m| m.to_ascii_lowercase()));
+        macs.sort();
+        macs.dedup();
+        let host = HostStatus {
+            hostname: Some(report.hostname),
+            serial: report.serial,
+            macs,
+            address: report
+                .address
+                .or_else(|| found.iter().find_map(|h| h.address)),
+            in_config,
+            state: HostState::Online,
+            first_seen,
+            last_seen: now,
+            boot_timeline: report.boot_timeline,
+        };
+        let place = place.unwrap_or(board.hosts.len());
+        board.hosts.insert(place, host);
     }
 
     /// A copy of the hosts, in the order they were first seen.
@@ -156,7 +296,7 @@ impl StatusBoard {
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
              <title>PXEN {cluster}</title></head>\n<body><h1>PXEN cluster {cluster}</h1>\n\
              <p>{} host(s), {} online, at {}</p>\n<table border=\"1\" cellpadding=\"4\">\n\
-             <tr><th>hostname</th><th>serial</th><th>MACs</th><th>state</th><th>first seen</th>\
+             <tr><th>hostname</th><th>serial</th><th>MACs</th><th>address</th><th>state</th><th>first seen</th>\
              <th>last seen</th><th>boot timeline (s since power-on)</th></tr>\n",
             board.hosts.len(),
             board.hosts.iter().filter(|h| h.state == HostState::Online).count(),
@@ -171,11 +311,12 @@ impl StatusBoard {
             // Writing into a String cannot fail.
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape_html(host.hostname.as_deref().unwrap_or("?")),
                 escape_html(host.serial.as_deref().unwrap_or("?")),
                 escape_html(&host.macs.join(" ")),
-                escape_html(&host.state.label()),
+                host.address.map_or("?".to_string(), |a| a.to_string()),
+                escape_html(&host.state_label()),
                 utc(host.first_seen),
                 utc(host.last_seen),
                 timeline.join(", "),
@@ -212,10 +353,12 @@ fn host_json(host: &HostStatus) -> String {
         _ => String::new(),
     };
     format!(
-        "{{\"hostname\":{},\"serial\":{},\"macs\":[{}],\"state\":\"{}\"{files},\"first_seen\":{},\"last_seen\":{},\"boot_timeline\":[{}]}}",
+        "{{\"hostname\":{},\"serial\":{},\"macs\":[{}],\"address\":{},\"in_config\":{},\"state\":\"{}\"{files},\"first_seen\":{},\"last_seen\":{},\"boot_timeline\":[{}]}}",
         optional(&host.hostname),
         optional(&host.serial),
         macs.join(","),
+        optional(&host.address.map(|a| a.to_string())),
+        host.in_config,
         host.state.key(),
         epoch_seconds(host.first_seen),
         epoch_seconds(host.last_seen),
@@ -327,7 +470,7 @@ mod tests {
             host.hostname = Some("<script>alert(1)</script>".into());
             host.boot_timeline.push(("xen & \"dom0\"".into(), 12.25));
         });
-        board.update_by_mac("aa:bb:cc:00:00:02", HostState::New, |host| {
+        board.update_by_mac("aa:bb:cc:00:00:02", HostState::Waking, |host| {
             host.serial = Some("S\"2\n".into())
         });
         let hosts = board.snapshot();
@@ -351,6 +494,98 @@ mod tests {
         assert!(json.contains("\"state\":\"booting\",\"files_fetched\":2"));
         assert!(json.contains("[\"xen & \\\"dom0\\\"\",12.25]"));
         assert!(json.contains("\"serial\":\"S\\\"2\\n\""));
+    }
+
+    fn configured(serial: &str, hostname: &str, mac: &str) -> Host {
+        Host {
+            serial: serial.into(),
+            hostname: hostname.into(),
+            macs: vec![mac.parse().unwrap()],
+        }
+    }
+
+    fn online(hostname: &str, serial: &str, macs: &[&str]) -> OnlineHost {
+        OnlineHost {
+            hostname: hostname.into(),
+            serial: Some(serial.into()),
+            macs: macs.iter().map(|m| m.to_string()).collect(),
+            address: Some(Ipv4Addr::new(10, 0, 0, 9)),
+            boot_timeline: vec![("dom0-up".into(), 99.5)],
+        }
+    }
+
+    #[test]
+    fn a_configured_host_goes_from_expected_to_online() {
+        let board = StatusBoard::new("lab");
+        board.expect_hosts(&[configured("S1", "node1", "52:54:00:00:00:01")]);
+        let state = || board.snapshot()[0].state.clone();
+        assert_eq!(state(), HostState::Expected);
+        board.waking("52:54:00:00:00:01");
+        assert_eq!(state(), HostState::Waking);
+
+        let address = Ipv4Addr::new(10, 0, 0, 9);
+        board.pxe_request("52:54:00:00:00:01", Some(address));
+        assert!(board.file_fetched(IpAddr::V4(address)));
+        assert!(board.file_fetched(IpAddr::V4(address)));
+        assert!(
+            !board.file_fetched(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 8))),
+            "a stranger's browser"
+        );
+        board.pxe_request("52:54:00:00:00:01", Some(address));
+        assert_eq!(
+            state(),
+            HostState::Booting { files_fetched: 2 },
+            "DHCP again mid-boot keeps the count"
+        );
+
+        board.host_online(online("node1", "S1", &["52:54:00:00:00:01"]));
+        let hosts = board.snapshot();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].state, HostState::Online);
+        assert!(hosts[0].in_config);
+        assert_eq!(hosts[0].boot_timeline, [("dom0-up".to_string(), 99.5)]);
+        let json = board.render_json();
+        assert!(
+            json.contains("\"address\":\"10.0.0.9\",\"in_config\":true,\"state\":\"online\""),
+            "{json}"
+        );
+
+        board.waking("52:54:00:00:00:01");
+        assert_eq!(state(), HostState::Online, "waking never demotes a host");
+        board.pxe_request("52:54:00:00:00:01", None);
+        assert_eq!(
+            state(),
+            HostState::Booting { files_fetched: 0 },
+            "an online host that PXE-boots is rebooting"
+        );
+        assert!(board.snapshot()[0].boot_timeline.is_empty());
+    }
+
+    #[test]
+    fn a_report_merges_entries_and_unknown_hosts_are_new() {
+        let board = StatusBoard::new("lab");
+        board.expect_hosts(&[configured("S1", "node1", "52:54:00:00:00:01")]);
+        // Its second NIC PXE-booted; then it reports both MACs.
+        board.pxe_request("52:54:00:00:00:aa", None);
+        board.pxe_request("52:54:00:00:00:bb", None);
+        board.host_online(online(
+            "node1",
+            "S1",
+            &["52:54:00:00:00:01", "52:54:00:00:00:AA"],
+        ));
+        let hosts = board.snapshot();
+        assert_eq!(hosts.len(), 2, "{hosts:#?}");
+        assert_eq!(hosts[0].macs, ["52:54:00:00:00:01", "52:54:00:00:00:aa"]);
+        assert!(hosts[0].in_config);
+        assert!(!hosts[1].in_config);
+
+        board.host_online(online("stray", "S9", &["52:54:00:00:00:cc"]));
+        let html = board.render_html(UNIX_EPOCH);
+        assert!(
+            html.contains("online (new: not in the configuration)"),
+            "{html}"
+        );
+        assert!(html.contains("3 host(s), 2 online"), "{html}");
     }
 
     #[test]

@@ -201,6 +201,41 @@ pub fn answer(request: &Message, arrival: Arrival, ctx: &ProxyContext) -> Decisi
     }
 }
 
+/// A PXE client seen in a message, whether answered or not: what the status board learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PxeSighting {
+    /// The client's MAC.
+    pub mac: MacAddr,
+    /// Its address, when the message shows it: the one it asks the LAN's DHCP server for
+    /// (option 50 of its DHCPREQUEST), else its `ciaddr`, else the sender of a request to
+    /// port 4011.
+    pub address: Option<Ipv4Addr>,
+}
+
+/// The PXE client behind `request`, if it is one (option 60 `PXEClient`, an Ethernet
+/// BOOTREQUEST). Every message of a PXE client is looked at, including the DHCPREQUEST it
+/// sends to the LAN's DHCP server: that is where host0 learns which address the client will
+/// fetch its files from.
+pub fn pxe_sighting(request: &Message, arrival: Arrival) -> Option<PxeSighting> {
+    if request.opcode() != Opcode::BootRequest || !is_pxe_client(request) {
+        return None;
+    }
+    let mac = ethernet_mac(request).ok()?;
+    let requested = match request.opts().get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(address)) => Some(*address),
+        _ => None,
+    };
+    let client = Some(request.ciaddr()).filter(|a| !a.is_unspecified());
+    let sender = match arrival {
+        Arrival::PxePort { from } => Some(*from.ip()).filter(|a| !a.is_unspecified()),
+        Arrival::DhcpPort => None,
+    };
+    Some(PxeSighting {
+        mac,
+        address: requested.or(client).or(sender),
+    })
+}
+
 /// Checks every condition for answering, in the order that gives the most useful reason.
 fn classify(
     request: &Message,
@@ -753,6 +788,39 @@ pub(crate) mod tests {
         assert!(
             replies > 1000,
             "the mutations left too few valid requests to test replies ({replies})"
+        );
+    }
+
+    #[test]
+    fn pxe_clients_are_seen_with_the_address_they_will_use() {
+        let discover = pxe_message(MessageType::Discover, 0);
+        assert_eq!(
+            pxe_sighting(&discover, Arrival::DhcpPort),
+            Some(PxeSighting {
+                mac: CLIENT,
+                address: None
+            })
+        );
+        let mut request = pxe_message(MessageType::Request, 0);
+        request
+            .opts_mut()
+            .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 77, 0, 51)));
+        let seen = pxe_sighting(&request, Arrival::DhcpPort).unwrap();
+        assert_eq!(seen.address, Some(Ipv4Addr::new(10, 77, 0, 51)));
+        let on_4011 = pxe_sighting(&pxe_message(MessageType::Request, 0), from_client()).unwrap();
+        assert_eq!(on_4011.address, Some(Ipv4Addr::new(10, 77, 0, 50)));
+
+        let mut not_pxe = pxe_message(MessageType::Discover, 0);
+        not_pxe
+            .opts_mut()
+            .insert(DhcpOption::ClassIdentifier(b"android-dhcp-13".to_vec()));
+        assert_eq!(pxe_sighting(&not_pxe, Arrival::DhcpPort), None);
+        let mut reply = pxe_message(MessageType::Offer, 0);
+        reply.set_opcode(Opcode::BootReply);
+        assert_eq!(pxe_sighting(&reply, Arrival::DhcpPort), None);
+        assert!(
+            pxe_sighting(&pxe_message(MessageType::Discover, 7), Arrival::DhcpPort).is_some(),
+            "UEFI clients are seen too, though not answered"
         );
     }
 }

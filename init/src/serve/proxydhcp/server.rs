@@ -19,7 +19,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::answer::{
-    answer, Arrival, ClientKind, Decision, Destination, IgnoreReason, ProxyContext,
+    answer, pxe_sighting, Arrival, ClientKind, Decision, Destination, IgnoreReason, ProxyContext,
+    PxeSighting,
 };
 use super::wire;
 use crate::net::mac::MacAddr;
@@ -34,8 +35,11 @@ const MAX_WARNED_CLIENTS: usize = 4096;
 /// A DHCP message fits an Ethernet frame; anything longer is truncated and fails to decode.
 const RECEIVE_BUFFER: usize = 1500;
 
+/// Called with every PXE client seen (for the status board).
+pub type SightingCallback = Arc<dyn Fn(&PxeSighting) + Send + Sync>;
+
 /// Where the server listens and where its broadcasts go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ProxyDhcpConfig {
     /// The address to bind (0.0.0.0 to receive broadcasts).
     pub bind: Ipv4Addr,
@@ -49,6 +53,22 @@ pub struct ProxyDhcpConfig {
     pub broadcast: Ipv4Addr,
     /// The interface to serve on, or every interface.
     pub interface: Option<String>,
+    /// Receives every PXE client seen, answered or not.
+    pub on_sighting: Option<SightingCallback>,
+}
+
+impl std::fmt::Debug for ProxyDhcpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyDhcpConfig")
+            .field("bind", &self.bind)
+            .field("dhcp_port", &self.dhcp_port)
+            .field("pxe_port", &self.pxe_port)
+            .field("client_port", &self.client_port)
+            .field("broadcast", &self.broadcast)
+            .field("interface", &self.interface)
+            .field("on_sighting", &self.on_sighting.is_some())
+            .finish()
+    }
 }
 
 impl Default for ProxyDhcpConfig {
@@ -60,6 +80,7 @@ impl Default for ProxyDhcpConfig {
             client_port: 68,
             broadcast: Ipv4Addr::BROADCAST,
             interface: None,
+            on_sighting: None,
         }
     }
 }
@@ -261,6 +282,11 @@ fn handle(socket: &UdpSocket, bytes: &[u8], from: SocketAddrV4, pxe_port: bool, 
     } else {
         Arrival::DhcpPort
     };
+    if let (Some(observer), Some(sighting)) =
+        (&shared.config.on_sighting, pxe_sighting(&request, arrival))
+    {
+        observer(&sighting);
+    }
     let decision = {
         let context = shared
             .context
@@ -327,8 +353,11 @@ mod tests {
     use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
     use dhcproto::Decodable;
 
-    /// A client socket on loopback, and a server whose "broadcasts" come to it.
-    fn client_and_server() -> (UdpSocket, ProxyDhcpHandle) {
+    /// A client socket on loopback, and a server whose "broadcasts" come to it and whose
+    /// sightings of PXE clients are recorded.
+    fn client_and_server() -> (UdpSocket, ProxyDhcpHandle, Arc<Mutex<Vec<PxeSighting>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -340,8 +369,11 @@ mod tests {
             client_port: client.local_addr().unwrap().port(),
             broadcast: Ipv4Addr::LOCALHOST,
             interface: None,
+            on_sighting: Some(Arc::new(move |sighting: &PxeSighting| {
+                record.lock().unwrap().push(*sighting)
+            })),
         };
-        (client, spawn(config, context()).unwrap())
+        (client, spawn(config, context()).unwrap(), seen)
     }
 
     fn receive(client: &UdpSocket, awaited: &str) -> Message {
@@ -358,7 +390,7 @@ mod tests {
 
     #[test]
     fn answers_a_pxe_discover_and_request_over_loopback_and_ignores_the_rest() {
-        let (client, server) = client_and_server();
+        let (client, server, seen) = client_and_server();
         let non_pxe = {
             let mut message = pxe_message(MessageType::Discover, 0);
             message
@@ -391,6 +423,10 @@ mod tests {
         assert_eq!(offer.xid(), 0xdead_beef);
         assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
         assert_eq!(offer.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        // The sightings are made before the answer: two UEFI requests and the discover.
+        let sightings = seen.lock().unwrap().clone();
+        assert_eq!(sightings.len(), 3, "{sightings:?}");
+        assert!(sightings.iter().all(|s| s.mac == CLIENT));
         assert_eq!(offer.siaddr(), SERVER);
         assert_eq!(offer.chaddr(), CLIENT.octets());
         assert_eq!(
