@@ -17,6 +17,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::cmdline::{self, BootParams, BootSource};
 use crate::config::{self, Cluster};
+use crate::handoff::dom0;
 use crate::identity::{self, Naming};
 use crate::logger::{self, phase};
 use crate::net::dhcp::{self, ClientConfig, Lease};
@@ -124,7 +125,7 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
             params.boot_source
         ),
     );
-    let cluster = load_config(params);
+    let (cluster, config_dir) = load_config(params);
 
     phase("identity", "naming this host");
     let naming = name_host(&cluster);
@@ -147,6 +148,7 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
     let new_root = Path::new(NEW_ROOT);
     copy_rootfs_to_ram(new_root)?;
     handoff::write_identity(new_root, &naming.hostname)?;
+    prepare_dom0(new_root, config_dir.as_deref());
     if let Some(supervisor) = supervisor {
         // The supervisor reads /sys while it brings up the network; the handoff moves it.
         if !supervisor.wait_ready(NETWORK_WAIT) {
@@ -158,6 +160,9 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
         "handoff",
         &format!("starting {} as {}", params.init.display(), naming.hostname),
     );
+    if let Err(e) = dom0::write_timeline(Path::new(dom0::TIMELINE_FILE), &logger::phases()) {
+        log::warn!("{e}; the report to host0 will carry no boot timeline");
+    }
     Ok(handoff::switch_root(
         new_root,
         &params.init,
@@ -165,25 +170,65 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
     )?)
 }
 
-/// The configuration for this boot. A missing or broken configuration is never fatal: the
-/// host boots with the built-in default and says so loudly, because a host that is up can be
-/// fixed over the network and one that is down cannot.
-fn load_config(params: &BootParams) -> Cluster {
+/// Adds PXEN's network and report service to dom0 (see [`dom0`]). A failure is loud but not
+/// fatal: the host boots without them, and can be reached on its console.
+fn prepare_dom0(new_root: &Path, config_dir: Option<&Path>) {
+    match link::physical_nics(Path::new("/sys/class/net")) {
+        Ok(nics) => match nics.first() {
+            Some(nic) => {
+                if let Err(e) = dom0::install_network(new_root, nic.mac) {
+                    log::error!("{e}; dom0 gets no network configuration from PXEN");
+                } else {
+                    log::info!(
+                        "network: dom0 bridges {} ({}) as {}",
+                        nic.name,
+                        nic.mac,
+                        dom0::BRIDGE
+                    );
+                }
+            }
+            None => log::warn!("network: no network card found; dom0 gets no bridge"),
+        },
+        Err(e) => log::error!("{e}; dom0 gets no network configuration from PXEN"),
+    }
+    if config_dir.is_none() {
+        log::warn!(
+            "report: booted without a valid configuration; this host cannot report to host0"
+        );
+    }
+    let installed = std::env::current_exe()
+        .map_err(|e| e.to_string())
+        .and_then(|binary| {
+            dom0::install_report(new_root, &binary, config_dir).map_err(|e| e.to_string())
+        });
+    if let Err(e) = installed {
+        log::error!("{e}; this host will not report to host0");
+    }
+}
+
+/// The configuration for this boot, and the directory it was read from. A missing or broken
+/// configuration is never fatal: the host boots with the built-in default and says so loudly,
+/// because a host that is up can be fixed over the network and one that is down cannot.
+fn load_config(params: &BootParams) -> (Cluster, Option<PathBuf>) {
     let loaded = match params.boot_source {
-        BootSource::Usb => config_from_drive(params.drive_wait),
+        // The RAM copy, which outlives the drive's mount.
+        BootSource::Usb => config_from_drive(params.drive_wait)
+            .map(|cluster| (cluster, Path::new(DRIVE_COPY).join("config"))),
         BootSource::Net if Path::new(INITRAMFS_CONFIG).exists() => {
-            config::load_dir(Path::new(INITRAMFS_CONFIG)).map_err(|e| e.to_string())
+            config::load_dir(Path::new(INITRAMFS_CONFIG))
+                .map(|cluster| (cluster, PathBuf::from(INITRAMFS_CONFIG)))
+                .map_err(|e| e.to_string())
         }
         BootSource::Net => Err("no configuration was delivered with the network boot".to_string()),
     };
     match loaded {
-        Ok(cluster) => {
+        Ok((cluster, dir)) => {
             log::info!(
                 "configuration: cluster {:?}, {} named host(s)",
                 cluster.name,
                 cluster.hosts.len()
             );
-            cluster
+            (cluster, dir.is_dir().then_some(dir))
         }
         Err(why) => {
             log::warn!("************************************************************");
@@ -192,7 +237,7 @@ fn load_config(params: &BootParams) -> Cluster {
             for line in why.lines() {
                 log::warn!("{line}");
             }
-            Cluster::builtin_default()
+            (Cluster::builtin_default(), None)
         }
     }
 }
@@ -229,7 +274,7 @@ fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
             // The supervisor serves from inside the RAM copy of the drive (it chroots there).
             root: PathBuf::from("/"),
             config_dir: PathBuf::from("/config"),
-            cluster_name: cluster.name.clone(),
+            cluster: cluster.clone(),
             address: lease.address,
             listen: Ipv4Addr::UNSPECIFIED,
             http_port: 80,

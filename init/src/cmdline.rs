@@ -30,6 +30,9 @@ pub struct BootParams {
     pub drive_wait: Duration,
     /// Log debug records too (`pxen.debug`).
     pub debug: bool,
+    /// host0's HTTP server, `http://ADDRESS:PORT`, on a network boot (`pxen.server=`, written
+    /// by host0 into the boot menu it serves).
+    pub server: Option<String>,
 }
 
 impl Default for BootParams {
@@ -40,6 +43,7 @@ impl Default for BootParams {
             reboot_delay: Duration::from_secs(60),
             drive_wait: Duration::from_secs(20),
             debug: false,
+            server: None,
         }
     }
 }
@@ -85,6 +89,8 @@ fn apply(params: &mut BootParams, word: &str) -> Result<(), &'static str> {
         "pxen.reboot_delay" => params.reboot_delay = seconds(value)?,
         "pxen.drive_wait" => params.drive_wait = seconds(value)?,
         "pxen.debug" => params.debug = true,
+        "pxen.server" if value.starts_with("http://") => params.server = Some(value.to_string()),
+        "pxen.server" => return Err("host0's HTTP server, http://ADDRESS:PORT"),
         _ => {}
     }
     Ok(())
@@ -110,7 +116,7 @@ mod tests {
     fn reads_every_parameter_and_ignores_foreign_words() {
         let (params, bad) = parse(
             "console=hvc0 init=/lib/systemd/systemd pxen.boot=usb pxen.reboot_delay=5 \
-             pxen.drive_wait=3 quiet pxen.debug",
+             pxen.drive_wait=3 quiet pxen.debug pxen.server=http://10.0.0.1:80",
         );
         assert!(bad.is_empty());
         assert_eq!(params.init, PathBuf::from("/lib/systemd/systemd"));
@@ -118,11 +124,13 @@ mod tests {
         assert_eq!(params.reboot_delay, Duration::from_secs(5));
         assert_eq!(params.drive_wait, Duration::from_secs(3));
         assert!(params.debug);
+        assert_eq!(params.server.as_deref(), Some("http://10.0.0.1:80"));
     }
 
     #[test]
     fn bad_values_keep_defaults_and_are_reported() {
-        let (params, bad) = parse("init=sbin/init pxen.boot=cdrom pxen.reboot_delay=soon");
+        let (params, bad) =
+            parse("init=sbin/init pxen.boot=cdrom pxen.reboot_delay=soon pxen.server=10.0.0.1");
         assert_eq!(params, BootParams::default());
         let words: Vec<_> = bad.iter().map(|b| b.word.as_str()).collect();
         assert_eq!(
@@ -130,7 +138,8 @@ mod tests {
             [
                 "init=sbin/init",
                 "pxen.boot=cdrom",
-                "pxen.reboot_delay=soon"
+                "pxen.reboot_delay=soon",
+                "pxen.server=10.0.0.1"
             ]
         );
         assert!(bad[1].to_string().contains("usb or net"));

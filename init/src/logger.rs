@@ -147,14 +147,45 @@ fn install(sink: Sink, max_level: LevelFilter) {
     }
 }
 
-/// Logs the start of a boot phase. The QEMU harness builds its timeline from these lines.
+/// The boot phases reached so far, with their uptime in seconds (see [`phases`]).
+static PHASES: Mutex<Vec<(String, f64)>> = Mutex::new(Vec::new());
+
+/// Logs the start of a boot phase and remembers when it was reached. The QEMU harness builds
+/// its timeline from these lines; the host's report to host0 carries [`phases`].
 pub fn phase(name: &str, detail: &str) {
+    let at = uptime_seconds();
+    // A poisoned lock only means a panic elsewhere while pushing: the list is still usable.
+    PHASES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((name.to_string(), at));
     log::info!("phase {name}: {detail}");
+}
+
+/// Every phase logged by [`phase`] in this process, in order, with its uptime in seconds.
+pub fn phases() -> Vec<(String, f64)> {
+    PHASES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_are_remembered_in_order() {
+        phase("test-phase-a", "first");
+        phase("test-phase-b", "second");
+        let mine: Vec<(String, f64)> = phases()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("test-phase-"))
+            .collect();
+        assert_eq!(mine.len(), 2, "{mine:?}");
+        assert_eq!(mine[0].0, "test-phase-a");
+        assert!(mine[0].1 <= mine[1].1);
+    }
 
     #[test]
     fn console_line_has_fixed_width_timestamp() {

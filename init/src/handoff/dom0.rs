@@ -1,0 +1,368 @@
+//! What PXEN adds to the dom0 root filesystem before the handoff, beside the host's name: its
+//! network (the Xen bridge) and the report that tells host0 this host is up.
+//!
+//! - **The Xen bridge.** systemd-networkd files: a bridge `xenbr0` with the boot network
+//!   card enslaved and the card's MAC address (so the LAN's DHCP server, which knows the card,
+//!   gives the bridge the same address), DHCP on the bridge with the MAC as client identifier
+//!   (as `/init`'s own DHCP client sends). The card is matched by its permanent MAC, not its
+//!   name: the kernel's name in the initramfs (`eth0`) is not udev's name in dom0 (`ens3`).
+//!   On host0 the boot service's sockets listen on every address, so it keeps serving while
+//!   the address moves from the card to the bridge.
+//! - **The report.** `/usr/sbin/pxen` (a copy of this binary), the configuration it was
+//!   booted with in `/etc/pxen/config` (readable by root only: it holds the cluster secret),
+//!   the boot timeline in `/run/pxen/timeline`, and `pxen-report.service`, which runs
+//!   `pxen report` once the network is online: it tells host0 that this host is up and is
+//!   retried until host0 accepts it.
+//!
+//! Every file is a pure function of its inputs (see the `render_` functions), so the same
+//! machine and configuration give the same bytes.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::net::mac::MacAddr;
+
+/// The name of the Xen bridge, as Debian's Xen documentation names it.
+pub const BRIDGE: &str = "xenbr0";
+/// Where the `pxen` command is installed in dom0.
+pub const PXEN_BINARY: &str = "usr/sbin/pxen";
+/// Where the configuration the host booted with is kept in dom0.
+pub const CONFIG_DIR: &str = "etc/pxen/config";
+/// Where `/init` leaves its boot timeline (`/run` is moved into dom0 at the handoff).
+pub const TIMELINE_FILE: &str = "/run/pxen/timeline";
+/// The report's systemd unit.
+pub const REPORT_UNIT: &str = "pxen-report.service";
+
+const SYSTEMD_SYSTEM: &str = "etc/systemd/system";
+const NETWORKD_DIR: &str = "etc/systemd/network";
+const SYSTEMD_UNITS: &str = "/usr/lib/systemd/system";
+
+/// A file that could not be put into the new root.
+#[derive(Debug, thiserror::Error)]
+pub enum Dom0Error {
+    /// A file or directory could not be written.
+    #[error("cannot write {path} in the new root: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `pxen` binary could not be copied.
+    #[error("cannot copy the pxen binary {from} to {to}: {source}")]
+    CopyBinary {
+        /// This binary.
+        from: PathBuf,
+        /// Its place in the new root.
+        to: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration directory could not be copied.
+    #[error("cannot copy the configuration {from} to {to}: {source}")]
+    CopyConfig {
+        /// The configuration directory.
+        from: PathBuf,
+        /// Its place in the new root.
+        to: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// `10-pxen-xenbr0.netdev`: the bridge, with the card's MAC.
+pub fn render_bridge_netdev(nic: MacAddr) -> String {
+    format!(
+        "# Written by PXEN at every boot: the Xen bridge, with the boot card's MAC address.\n\
+         [NetDev]\nName={BRIDGE}\nKind=bridge\nMACAddress={nic}\n"
+    )
+}
+
+/// `10-pxen-uplink.network`: the boot card, enslaved to the bridge.
+pub fn render_uplink_network(nic: MacAddr) -> String {
+    format!(
+        "# Written by PXEN at every boot: the boot card carries the Xen bridge.\n\
+         [Match]\nPermanentMACAddress={nic}\n\n[Network]\nBridge={BRIDGE}\n"
+    )
+}
+
+/// `20-pxen-xenbr0.network`: the bridge's address, from the LAN's DHCP server.
+pub fn render_bridge_network() -> String {
+    format!(
+        "# Written by PXEN at every boot: dom0's address, on the Xen bridge, by DHCP.\n\
+         [Match]\nName={BRIDGE}\n\n[Network]\nDHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n\n\
+         [Link]\nRequiredForOnline=routable\n"
+    )
+}
+
+/// `pxen-report.service`.
+pub fn render_report_unit() -> String {
+    format!(
+        "# Written by PXEN at every boot: tell host0 this host is up.\n\
+         [Unit]\nDescription=PXEN: report this host online to host0\n\
+         Wants=network-online.target\nAfter=network-online.target\n\n\
+         [Service]\nType=simple\nExecStart=/{PXEN_BINARY} report\n\
+         Restart=on-failure\nRestartSec=10\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+/// The timeline file: one `phase seconds` line per boot phase.
+pub fn render_timeline(phases: &[(String, f64)]) -> String {
+    phases
+        .iter()
+        .map(|(phase, seconds)| format!("{phase} {seconds:.3}\n"))
+        .collect()
+}
+
+/// Reads a timeline file written by [`render_timeline`]; lines that do not parse are skipped
+/// (the file is ours, but a report must not fail over it).
+pub fn parse_timeline(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|line| {
+            let (phase, seconds) = line.split_once(' ')?;
+            let seconds: f64 = seconds.trim().parse().ok()?;
+            (!phase.is_empty() && seconds.is_finite()).then(|| (phase.to_string(), seconds))
+        })
+        .collect()
+}
+
+/// Writes the network configuration for the boot card `nic` and enables systemd-networkd.
+pub fn install_network(new_root: &Path, nic: MacAddr) -> Result<(), Dom0Error> {
+    let dir = new_root.join(NETWORKD_DIR);
+    write_file(
+        &dir.join("10-pxen-xenbr0.netdev"),
+        render_bridge_netdev(nic),
+        0o644,
+    )?;
+    write_file(
+        &dir.join("10-pxen-uplink.network"),
+        render_uplink_network(nic),
+        0o644,
+    )?;
+    write_file(
+        &dir.join("20-pxen-xenbr0.network"),
+        render_bridge_network(),
+        0o644,
+    )?;
+    // What `systemctl enable systemd-networkd` links, done without running systemctl.
+    for (wants, unit) in [
+        ("multi-user.target.wants", "systemd-networkd.service"),
+        ("sockets.target.wants", "systemd-networkd.socket"),
+        (
+            "network-online.target.wants",
+            "systemd-networkd-wait-online.service",
+        ),
+    ] {
+        enable(new_root, wants, unit, unit)?;
+    }
+    enable(
+        new_root,
+        "",
+        "dbus-org.freedesktop.network1.service",
+        "systemd-networkd.service",
+    )
+}
+
+/// Writes the boot timeline to `path` (normally [`TIMELINE_FILE`]).
+pub fn write_timeline(path: &Path, phases: &[(String, f64)]) -> Result<(), Dom0Error> {
+    write_file(path, render_timeline(phases), 0o644)
+}
+
+/// Installs the `pxen` binary, the configuration (when the host booted with one) and the
+/// report unit.
+pub fn install_report(
+    new_root: &Path,
+    binary: &Path,
+    config: Option<&Path>,
+) -> Result<(), Dom0Error> {
+    let to = new_root.join(PXEN_BINARY);
+    create_dir(to.parent().unwrap_or(new_root), 0o755)?;
+    std::fs::copy(binary, &to)
+        .and_then(|_| std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)))
+        .map_err(|source| Dom0Error::CopyBinary {
+            from: binary.to_path_buf(),
+            to: to.clone(),
+            source,
+        })?;
+    if let Some(config) = config {
+        copy_config(config, &new_root.join(CONFIG_DIR))?;
+    }
+    write_file(
+        &new_root.join(SYSTEMD_SYSTEM).join(REPORT_UNIT),
+        render_report_unit(),
+        0o644,
+    )?;
+    enable(
+        new_root,
+        "multi-user.target.wants",
+        REPORT_UNIT,
+        &format!("/{SYSTEMD_SYSTEM}/{REPORT_UNIT}"),
+    )
+}
+
+/// Links `unit` into `/etc/systemd/system/<wants>/` (or `/etc/systemd/system/` itself when
+/// `wants` is empty), pointing at `target` (a unit name of the system's units directory, or an
+/// absolute path). A link already there is replaced.
+fn enable(new_root: &Path, wants: &str, unit: &str, target: &str) -> Result<(), Dom0Error> {
+    let dir = new_root.join(SYSTEMD_SYSTEM).join(wants);
+    create_dir(&dir, 0o755)?;
+    let link = dir.join(unit);
+    let target = if target.starts_with('/') {
+        PathBuf::from(target)
+    } else {
+        Path::new(SYSTEMD_UNITS).join(target)
+    };
+    let result = match std::fs::remove_file(&link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => std::os::unix::fs::symlink(&target, &link),
+    };
+    result.map_err(|source| Dom0Error::Write { path: link, source })
+}
+
+/// Copies the regular files of `from` into `to` (created 0700, files 0600: the configuration
+/// holds the cluster secret).
+fn copy_config(from: &Path, to: &Path) -> Result<(), Dom0Error> {
+    let error = |source| Dom0Error::CopyConfig {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    };
+    create_dir(to, 0o700)?;
+    for entry in std::fs::read_dir(from).map_err(error)? {
+        let entry = entry.map_err(error)?;
+        if entry.file_type().map_err(error)?.is_file() {
+            let text = std::fs::read(entry.path()).map_err(error)?;
+            write_file(&to.join(entry.file_name()), &text, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+fn create_dir(dir: &Path, mode: u32) -> Result<(), Dom0Error> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|source| Dom0Error::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Writes `content` to `path` with `mode`, creating its directory; the mode is set before any
+/// byte is written, so a secret is never readable by others even for a moment.
+fn write_file(path: &Path, content: impl AsRef<[u8]>, mode: u32) -> Result<(), Dom0Error> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir, 0o755)?;
+    }
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(content.as_ref())
+    };
+    write().map_err(|source| Dom0Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    const NIC: MacAddr = MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+
+    #[test]
+    fn network_files_name_the_card_by_its_permanent_mac() {
+        assert_eq!(
+            render_uplink_network(NIC),
+            "# Written by PXEN at every boot: the boot card carries the Xen bridge.\n\
+             [Match]\nPermanentMACAddress=52:54:00:12:34:56\n\n[Network]\nBridge=xenbr0\n"
+        );
+        assert!(render_bridge_netdev(NIC).contains("Kind=bridge\nMACAddress=52:54:00:12:34:56\n"));
+        assert!(render_bridge_network().contains("DHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n"));
+    }
+
+    #[test]
+    fn the_timeline_round_trips_and_bad_lines_are_skipped() {
+        let phases = vec![("init".to_string(), 21.8), ("handoff".to_string(), 69.25)];
+        let text = render_timeline(&phases);
+        assert_eq!(text, "init 21.800\nhandoff 69.250\n");
+        assert_eq!(parse_timeline(&text), phases);
+        assert_eq!(
+            parse_timeline("init 1\nbroken\n x\nnan NaN\nok 2.5"),
+            [("init".to_string(), 1.0), ("ok".to_string(), 2.5)]
+        );
+    }
+
+    #[test]
+    fn installs_the_network_with_networkd_enabled() {
+        let root = tempfile::tempdir().unwrap();
+        install_network(root.path(), NIC).unwrap();
+        // Twice: every boot writes them again over the same files.
+        install_network(root.path(), NIC).unwrap();
+        let etc = root.path().join("etc/systemd");
+        assert_eq!(
+            std::fs::read_to_string(etc.join("network/10-pxen-xenbr0.netdev")).unwrap(),
+            render_bridge_netdev(NIC)
+        );
+        assert_eq!(
+            std::fs::read_link(etc.join("system/multi-user.target.wants/systemd-networkd.service"))
+                .unwrap(),
+            Path::new("/usr/lib/systemd/system/systemd-networkd.service")
+        );
+        assert_eq!(
+            std::fs::read_link(etc.join("system/dbus-org.freedesktop.network1.service")).unwrap(),
+            Path::new("/usr/lib/systemd/system/systemd-networkd.service")
+        );
+    }
+
+    #[test]
+    fn installs_the_report_service() {
+        let root = tempfile::tempdir().unwrap();
+        let binary = std::env::current_exe().unwrap();
+        install_report(root.path(), &binary, None).unwrap();
+        let installed = std::fs::metadata(root.path().join(PXEN_BINARY)).unwrap();
+        assert_eq!(installed.len(), std::fs::metadata(&binary).unwrap().len());
+        assert_eq!(installed.mode() & 0o777, 0o755);
+        let unit = root.path().join("etc/systemd/system").join(REPORT_UNIT);
+        assert_eq!(
+            std::fs::read_to_string(&unit).unwrap(),
+            render_report_unit()
+        );
+        assert!(render_report_unit().contains("ExecStart=/usr/sbin/pxen report\n"));
+        assert_eq!(
+            std::fs::read_link(
+                root.path()
+                    .join("etc/systemd/system/multi-user.target.wants")
+                    .join(REPORT_UNIT)
+            )
+            .unwrap(),
+            Path::new("/etc/systemd/system/pxen-report.service")
+        );
+        assert!(!root.path().join(CONFIG_DIR).exists());
+    }
+
+    #[test]
+    fn the_configuration_copy_is_private() {
+        let root = tempfile::tempdir().unwrap();
+        let config = tempfile::tempdir().unwrap();
+        std::fs::write(config.path().join("cluster.ron"), "Cluster()").unwrap();
+        std::fs::create_dir(config.path().join("skipped")).unwrap();
+        let to = root.path().join(CONFIG_DIR);
+        copy_config(config.path(), &to).unwrap();
+        let file = std::fs::metadata(to.join("cluster.ron")).unwrap();
+        assert_eq!(file.mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&to).unwrap().mode() & 0o777, 0o700);
+        assert!(!to.join("skipped").exists());
+    }
+}
