@@ -33,6 +33,7 @@ pub mod modules;
 pub mod mounts;
 pub mod net;
 pub mod rand;
+pub mod report;
 pub mod rootfs;
 pub mod serve;
 pub mod wol;
