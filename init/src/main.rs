@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use pxen::report::{client, local};
 use pxen::serve::service::{self, ServiceConfig};
 use pxen::{boot, config, identity, logger};
 
@@ -25,6 +27,15 @@ commands:
                        ports default to 80, 69, 67 and 4011
   hostname [--sys DIR] [--config DIR]
                        print the hostname PXEN gives this machine, and why
+  report [--server URL] [--config DIR] [--deadline SECONDS]
+                       tell host0 this host is up (run by pxen-report.service in dom0): sends
+                       the hostname, serial, MACs, boot ID and boot timeline, signed with the
+                       cluster secret, to pxen.server= of the kernel command line (host0
+                       itself when booted from the drive); retries until accepted, or until
+                       the deadline
+  status [--server URL] [--json]
+                       print host0's status page (default http://127.0.0.1:80): every host,
+                       its state, address and boot timeline
   version              print the version
 ";
 
@@ -54,6 +65,8 @@ fn run(words: &[&str]) -> Result<(), String> {
         }
         ["hostname", rest @ ..] => hostname(rest),
         ["serve", rest @ ..] => serve(rest),
+        ["report", rest @ ..] => report(rest),
+        ["status", rest @ ..] => status(rest),
         ["version"] | ["--version"] => {
             println!("pxen {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -179,6 +192,70 @@ fn serve(words: &[&str]) -> Result<(), String> {
     loop {
         std::thread::park();
     }
+}
+
+fn report(words: &[&str]) -> Result<(), String> {
+    let options = options(words, &[])?;
+    if let Some(unknown) = options
+        .keys()
+        .find(|k| !["--server", "--config", "--deadline"].contains(k))
+    {
+        return Err(format!("unknown option `{unknown}`\n{USAGE}"));
+    }
+    let mut sources = local::Sources::system();
+    if let Some(dir) = options.get("--config") {
+        sources.config = PathBuf::from(dir);
+    }
+    let mut outgoing = local::gather(&sources).map_err(|e| e.to_string())?;
+    if let Some(server) = options.get("--server") {
+        outgoing.server = server.to_string();
+    }
+    let policy = client::RetryPolicy {
+        deadline: match options.get("--deadline") {
+            Some(text) => Some(Duration::from_secs(text.parse().map_err(|_| {
+                format!("--deadline takes a whole number of seconds, not `{text}`")
+            })?)),
+            None => None,
+        },
+        ..client::RetryPolicy::default()
+    };
+    log::info!(
+        "report: telling {} that {} is up",
+        outgoing.server,
+        outgoing.report.hostname
+    );
+    let accepted = client::post_report(
+        &outgoing.server,
+        outgoing.secret.as_bytes(),
+        &outgoing.report,
+        &policy,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("{}", accepted.answer);
+    Ok(())
+}
+
+fn status(words: &[&str]) -> Result<(), String> {
+    let options = options(words, &["--json"])?;
+    if let Some(unknown) = options.keys().find(|k| !["--server", "--json"].contains(k)) {
+        return Err(format!("unknown option `{unknown}`\n{USAGE}"));
+    }
+    let server = options
+        .get("--server")
+        .copied()
+        .unwrap_or(local::HOST0_SELF);
+    let json = options.contains_key("--json");
+    let path = if json { "/status.json" } else { "/status.txt" };
+    let (code, body) =
+        client::get(server, path, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    if code != 200 {
+        return Err(format!(
+            "{server}{path} answered {code}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    print!("{}", String::from_utf8_lossy(&body));
+    Ok(())
 }
 
 fn hostname(words: &[&str]) -> Result<(), String> {

@@ -8,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use pxen::report::client::{post_report, RetryPolicy};
+use pxen::report::wire::{HostReport, TimelineEntry};
+
 const DRIVE_CFG: &str = "DEFAULT pxen\nLABEL pxen\n  KERNEL mboot.c32\n  \
     APPEND xen.gz console=com1 dom0_mem=1536M,max:1536M --- vmlinuz console=hvc0 pxen.boot=usb --- initrd.img\n";
 const READY_DEADLINE: Duration = Duration::from_secs(20);
@@ -172,5 +175,111 @@ fn pxen_serve_serves_the_drive_and_the_generated_network_boot_files() {
     assert!(
         status.contains("loopback-lab"),
         "the status page names the cluster: {status}"
+    );
+}
+
+/// Runs the `pxen` command and returns its standard output, asserting it succeeded.
+fn pxen(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_pxen"))
+        .args(args)
+        .output()
+        .expect("the pxen binary runs");
+    assert!(
+        output.status.success(),
+        "pxen {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+fn report(hostname: &str, serial: &str, mac: &str) -> HostReport {
+    HostReport {
+        hostname: hostname.into(),
+        serial: Some(serial.into()),
+        macs: vec![mac.parse().unwrap()],
+        boot_id: "8d3c1e9a-boot".into(),
+        boot_source: "net".into(),
+        timeline: vec![TimelineEntry {
+            phase: "dom0-up".into(),
+            seconds: 120.5,
+        }],
+    }
+}
+
+#[test]
+fn hosts_report_to_pxen_serve_and_pxen_status_shows_them() {
+    let drive = tempfile::tempdir().unwrap();
+    let root = drive.path();
+    std::fs::write(root.join("syslinux.cfg"), DRIVE_CFG).unwrap();
+    std::fs::write(root.join("initrd.img"), b"initrd").unwrap();
+    std::fs::create_dir(root.join("config")).unwrap();
+    std::fs::write(
+        root.join("config/cluster.ron"),
+        "Cluster(name: \"report-lab\", secret: \"report-secret-0123\", \
+         hosts: [Host(serial: \"S1\", hostname: \"node1\")])",
+    )
+    .unwrap();
+    let http = free_tcp_port();
+    let _server = start_server(
+        root,
+        http,
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let server = format!("http://127.0.0.1:{http}");
+
+    let before = pxen(&["status", "--server", &server]);
+    assert!(
+        before.contains("node1") && before.contains("expected (not seen yet)"),
+        "{before}"
+    );
+
+    let quick = RetryPolicy {
+        deadline: Some(Duration::from_secs(1)),
+        first_interval: Duration::from_millis(100),
+        ..RetryPolicy::default()
+    };
+    let forged = post_report(
+        &server,
+        b"not-the-cluster-secret",
+        &report("node1", "S1", "52:54:00:00:00:01"),
+        &quick,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        forged.contains("401") && forged.contains("signature does not match"),
+        "a report signed with another secret is refused, and says why: {forged}"
+    );
+    let still = pxen(&["status", "--server", &server, "--json"]);
+    assert!(!still.contains("\"online\""), "{still}");
+
+    for (hostname, serial, mac) in [
+        ("node1", "S1", "52:54:00:00:00:01"),
+        ("stray", "S9", "52:54:00:00:00:09"),
+    ] {
+        let accepted = post_report(
+            &server,
+            b"report-secret-0123",
+            &report(hostname, serial, mac),
+            &RetryPolicy::default(),
+        )
+        .expect("host0 accepts a report signed with the cluster secret");
+        assert_eq!(accepted.answer, format!("accepted: {hostname} is online"));
+    }
+    let after = pxen(&["status", "--server", &server]);
+    let lines: Vec<&str> = after.lines().collect();
+    assert!(lines[0].contains("2 host(s), 2 online"), "{after}");
+    assert!(
+        lines[2].starts_with("node1")
+            && lines[2].contains("online  ")
+            && lines[2].contains("dom0-up at 120.5 s"),
+        "{after}"
+    );
+    assert!(
+        lines[3].starts_with("stray")
+            && lines[3].contains("online (new: not in the configuration)"),
+        "{after}"
     );
 }

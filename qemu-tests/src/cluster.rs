@@ -252,6 +252,7 @@ impl ClusterBuilder {
             threads: vec![power, watcher],
             host0: None,
             host0_mac: None,
+            host0_serial: None,
             test_ports,
             _lan: lan,
             switch,
@@ -264,6 +265,7 @@ impl ClusterBuilder {
             };
             let config = self.machine_config(spec, boot, &cluster.switch, port);
             cluster.host0_mac = Some(spec.mac);
+            cluster.host0_serial = Some(spec.serial.clone());
             let power_on = started.elapsed();
             cluster.host0 = Some((Machine::start(&config)?, power_on));
         }
@@ -428,6 +430,7 @@ pub struct Cluster {
     threads: Vec<JoinHandle<()>>,
     host0: Option<(Machine, Duration)>,
     host0_mac: Option<MacAddr>,
+    host0_serial: Option<String>,
     test_ports: HashMap<String, PortId>,
     // Dropped in this order, after Drop has stopped the machines: the DHCP server, then the
     // switch, then the sockets' directory.
@@ -550,6 +553,18 @@ impl Cluster {
         Ok(machine.map(|machine| f(&mut lock(&machine))))
     }
 
+    /// When host0 accepted the report of the host with DMI serial `serial` (its log line
+    /// `report: HOSTNAME (SERIAL) is online`), since the cluster started.
+    pub fn online_at(&self, serial: &str) -> Option<Duration> {
+        let (host0, power_on) = self.host0.as_ref()?;
+        let wanted = format!("({serial}) is online");
+        host0
+            .lines()
+            .iter()
+            .find(|line| line.text.contains("report: ") && line.text.contains(&wanted))
+            .map(|line| *power_on + line.at)
+    }
+
     /// The cluster's timeline so far.
     pub fn timeline(&self) -> ClusterTimeline {
         let network = lock(&self.shared.network).clone();
@@ -561,6 +576,7 @@ impl Cluster {
                 Some(*power_on),
                 events,
                 Some(&machine.timeline()),
+                self.host0_serial.as_deref().and_then(|s| self.online_at(s)),
             ));
         }
         for slot in &self.shared.hostus {
@@ -575,6 +591,7 @@ impl Cluster {
                 state.power_on,
                 events,
                 timeline.as_ref(),
+                self.online_at(&slot.config.smbios_serial),
             ));
         }
         ClusterTimeline { rows }
@@ -601,23 +618,25 @@ impl Drop for Cluster {
 pub struct HostRow {
     /// The host.
     pub host: String,
-    /// Power-on, PXE DHCP, first file request, Xen, `/init`, handoff, dom0 up.
-    pub at: [Option<Duration>; 7],
+    /// Power-on, PXE DHCP, first file request, Xen, `/init`, handoff, dom0 up, online
+    /// (its report accepted by host0).
+    pub at: [Option<Duration>; 8],
 }
 
 /// The columns of [`HostRow::at`].
-pub const COLUMNS: [&str; 7] = [
-    "power-on", "PXE DHCP", "1st file", "Xen", "/init", "handoff", "dom0 up",
+pub const COLUMNS: [&str; 8] = [
+    "power-on", "PXE DHCP", "1st file", "Xen", "/init", "handoff", "dom0 up", "online",
 ];
 
 impl HostRow {
-    /// The row of `host`, from its power-on time, its network events and its console
-    /// timeline (whose times count from its power-on).
+    /// The row of `host`, from its power-on time, its network events, its console timeline
+    /// (whose times count from its power-on) and when host0 accepted its report.
     pub fn new(
         host: &str,
         power_on: Option<Duration>,
         network: NetworkEvents,
         timeline: Option<&Timeline>,
+        online: Option<Duration>,
     ) -> HostRow {
         let from_console = |matches: &dyn Fn(&str) -> bool| {
             let milestone = timeline?.milestones.iter().find(|m| matches(&m.name))?;
@@ -633,6 +652,7 @@ impl HostRow {
                 from_console(&|name| name.starts_with("/init:")),
                 from_console(&|name| name.starts_with("/init: handoff")),
                 from_console(&|name| name == "dom0 ready (login)"),
+                online,
             ],
         }
     }
@@ -757,6 +777,7 @@ mod tests {
             Some(Duration::from_secs(100)),
             network,
             Some(&timeline),
+            Some(Duration::from_secs(200)),
         );
         let secs = |s| Some(Duration::from_secs(s));
         assert_eq!(
@@ -768,13 +789,14 @@ mod tests {
                 secs(110),
                 secs(120),
                 secs(130),
-                None
+                None,
+                secs(200)
             ]
         );
         let table = ClusterTimeline {
             rows: vec![
                 row,
-                HostRow::new("off", None, NetworkEvents::default(), None),
+                HostRow::new("off", None, NetworkEvents::default(), None, None),
             ],
         }
         .to_string();
@@ -786,7 +808,7 @@ mod tests {
             table
                 .lines()
                 .last()
-                .is_some_and(|l| l.starts_with("off") && l.matches('-').count() == 7),
+                .is_some_and(|l| l.starts_with("off") && l.matches('-').count() == 8),
             "{table}"
         );
     }

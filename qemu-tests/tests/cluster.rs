@@ -24,6 +24,12 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(120);
 /// host0's, all under TCG with three machines on two cores.
 const HOSTU_BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// From a host's shell until host0 has accepted its report: its network comes up on the Xen
+/// bridge (DHCP), then `pxen-report.service` posts.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(300);
+/// host0's DMI serial, and the hostname the configuration gives it.
+const HOST0_SERIAL: &str = "PXT-H0-0001";
+const HOST0_HOSTNAME: &str = "host-zero";
 
 /// The cluster secret of the test configuration.
 const SECRET: &str = "qemu-cluster-secret-0123456789";
@@ -49,17 +55,18 @@ fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run the scenarios with `cargo xtask test`"))
 }
 
-/// The configuration an administrator writes for this cluster.
+/// The configuration an administrator writes for this cluster: host0 by its serial (no MAC:
+/// it is not woken), the hostUs with the MACs host0 wakes.
 fn cluster_config() -> String {
-    let hosts: Vec<String> = HOSTU
-        .iter()
-        .map(|(_, mac, serial, hostname)| {
-            format!(
-                "        Host(serial: {serial:?}, hostname: {hostname:?}, macs: [\"{}\"]),",
-                MacAddr::new(*mac)
-            )
-        })
-        .collect();
+    let mut hosts = vec![format!(
+        "        Host(serial: {HOST0_SERIAL:?}, hostname: {HOST0_HOSTNAME:?}),"
+    )];
+    hosts.extend(HOSTU.iter().map(|(_, mac, serial, hostname)| {
+        format!(
+            "        Host(serial: {serial:?}, hostname: {hostname:?}, macs: [\"{}\"]),",
+            MacAddr::new(*mac)
+        )
+    }));
     format!(
         "Cluster(\n    name: \"qemu-cluster\",\n    secret: \"{SECRET}\",\n    hosts: [\n{}\n    ],\n)\n",
         hosts.join("\n")
@@ -109,7 +116,7 @@ fn host0_wakes_and_network_boots_the_cluster() {
         HostSpec {
             name: "host0".into(),
             mac: HOST0_MAC,
-            serial: "PXT-H0-0001".into(),
+            serial: HOST0_SERIAL.into(),
             memory_mib,
         },
         Stick {
@@ -163,6 +170,7 @@ fn host0_wakes_and_network_boots_the_cluster() {
                     cmdline.contains("pxen.boot=net"),
                     "{name} booted over the network: {cmdline}"
                 );
+                assert_bridged(machine, name);
             })
             .expect("the hostU is known");
         assert!(checked.is_some(), "{name} is powered on");
@@ -172,5 +180,75 @@ fn host0_wakes_and_network_boots_the_cluster() {
             "{name} was powered on once"
         );
     }
+    let host0 = cluster.host0().expect("host0 is on");
+    let mut reported: Vec<String> = (0..=HOSTU.len())
+        .map(|_| {
+            host0
+                .expect(") is online, from ", REPORT_TIMEOUT)
+                .expect("every host reports to host0 once its dom0 is up")
+                .text
+        })
+        .collect();
+    reported.sort();
+    for serial in std::iter::once(HOST0_SERIAL).chain(HOSTU.iter().map(|h| h.2)) {
+        assert!(
+            reported
+                .iter()
+                .any(|line| line.contains(&format!("({serial}) is online"))),
+            "host0 accepted the report of {serial}: {reported:#?}"
+        );
+    }
+    host0
+        .expect("wake-on-lan: every host is online", COMMAND_TIMEOUT)
+        .expect("host0 stops waking hosts once they are online");
+    host0
+        .wait_for_shell(HOSTU_BOOT_TIMEOUT)
+        .expect("host0 reaches its shell");
+    host0
+        .run_ok("dmesg -n 1", COMMAND_TIMEOUT)
+        .expect("console log level can be lowered");
+    assert_bridged(host0, "host0");
+    let status = host0
+        .run_ok("pxen status --json", COMMAND_TIMEOUT)
+        .expect("pxen status reads host0's status page");
+    assert_all_online(&status);
     println!("{}", cluster.timeline());
+}
+
+/// dom0's address is on the Xen bridge, with the network card enslaved to it.
+fn assert_bridged(machine: &mut pxen_qemu_tests::machine::Machine, name: &str) {
+    let bridge = machine
+        .run_ok(
+            "ip -4 -o addr show dev xenbr0; ip -o link show master xenbr0",
+            COMMAND_TIMEOUT,
+        )
+        .expect("ip runs");
+    assert!(
+        bridge.contains("inet 10.77.0."),
+        "{name}: dom0's address from the LAN's DHCP server is on xenbr0: {bridge}"
+    );
+    assert!(
+        bridge.contains("master xenbr0"),
+        "{name}: the network card is a port of xenbr0: {bridge}"
+    );
+}
+
+/// host0's status page lists the three hosts, each online and known to the configuration.
+fn assert_all_online(json: &str) {
+    let status: serde_json::Value = serde_json::from_str(json.trim())
+        .unwrap_or_else(|e| panic!("the status page is JSON ({e}): {json}"));
+    let hosts = status["hosts"].as_array().expect("a list of hosts");
+    let mut hostnames: Vec<&str> = hosts
+        .iter()
+        .map(|host| {
+            assert_eq!(host["state"], "online", "{host}");
+            assert_eq!(host["in_config"], true, "{host}");
+            host["hostname"].as_str().expect("a hostname")
+        })
+        .collect();
+    hostnames.sort_unstable();
+    let mut expected: Vec<&str> = HOSTU.iter().map(|h| h.3).collect();
+    expected.push(HOST0_HOSTNAME);
+    expected.sort_unstable();
+    assert_eq!(hostnames, expected, "{json}");
 }

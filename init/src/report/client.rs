@@ -27,8 +27,9 @@ pub const REPORT_PATH: &str = "/report";
 
 /// The largest answer head read, in bytes.
 const MAX_ANSWER_HEAD: usize = 16 * 1024;
-/// The largest answer body read, in bytes (host0 answers with a line of text).
-const MAX_ANSWER_BODY: usize = 64 * 1024;
+/// The largest answer body read, in bytes: host0 answers a report with a line of text, and
+/// its status page as JSON takes a few hundred bytes per host.
+const MAX_ANSWER_BODY: usize = 4 * 1024 * 1024;
 /// Characters of host0's answer kept for logs and errors.
 const ANSWER_EXCERPT_CHARS: usize = 500;
 
@@ -103,6 +104,16 @@ pub enum ClientError {
         /// host0's answer text (cut short).
         answer: String,
     },
+    /// A page could not be fetched from host0 (`pxen status`).
+    #[error("cannot fetch {path} from {server}: {source}")]
+    Fetch {
+        /// The server.
+        server: String,
+        /// The path asked for.
+        path: String,
+        /// Why.
+        source: AttemptError,
+    },
     /// The deadline passed without the report being accepted.
     #[error("{server} did not accept the report in {attempts} attempts over {:.1} s; the last one failed: {last}", elapsed.as_secs_f64())]
     GaveUp {
@@ -161,7 +172,7 @@ pub enum AttemptError {
         timeout: Duration,
     },
     /// Sending the request failed.
-    #[error("sending the report to {addr}: {source}")]
+    #[error("sending the request to {addr}: {source}")]
     Send {
         /// The address.
         addr: SocketAddr,
@@ -283,6 +294,23 @@ pub fn post_report(
     policy: &RetryPolicy,
 ) -> Result<Accepted, ClientError> {
     post_report_observed(server, secret, report, policy, &mut |_| {})
+}
+
+/// Fetches `path` from `server` once, within `timeout`: the answer's status and body (for
+/// `pxen status`, which reads host0's status page).
+pub fn get(server: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), ClientError> {
+    let target = Server::parse(server)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
+        target.host, target.port
+    );
+    attempt(&target, request.as_bytes(), timeout)
+        .map(|answer| (answer.status, answer.body))
+        .map_err(|source| ClientError::Fetch {
+            server: server.to_string(),
+            path: path.to_string(),
+            source,
+        })
 }
 
 /// [`post_report`], calling `observe` with each failed attempt's error before waiting for
@@ -413,7 +441,9 @@ impl Server {
         };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains(['/', '?', '#']) {
-            return Err(bad("it has a path; reports always go to /report"));
+            return Err(bad(
+                "it has a path; give the server only, the path is PXEN's",
+            ));
         }
         if authority.contains('@') {
             return Err(bad("user names in the address are not supported"));
@@ -488,12 +518,12 @@ fn attempt(server: &Server, request: &[u8], timeout: Duration) -> Result<Answer,
         addr,
         timeout,
     };
-    let left = time_left(deadline).ok_or_else(|| timed_out("sending the report to"))?;
+    let left = time_left(deadline).ok_or_else(|| timed_out("sending the request to"))?;
     stream
         .set_write_timeout(Some(left))
         .and_then(|()| stream.write_all(request))
         .map_err(|source| match source.kind() {
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => timed_out("sending the report to"),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => timed_out("sending the request to"),
             _ => AttemptError::Send { addr, source },
         })?;
     let mut received = Vec::new();

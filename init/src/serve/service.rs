@@ -15,10 +15,12 @@ use super::proxydhcp::answer::{ProxyContext, PxeSighting};
 use super::proxydhcp::server::{
     self as dhcp_server, ProxyDhcpConfig, ProxyDhcpHandle, ServerError,
 };
+use super::reports::ReportRoute;
 use super::tftp::{self, TftpConfig, TftpEvent, TftpHandle};
 use crate::config::Cluster;
 use crate::net::mac::MacAddr;
 use crate::rand::random_seed;
+use crate::report::client::REPORT_PATH;
 use crate::wol::schedule::Backoff;
 use crate::wol::send::{spawn_waker, SendError, Sender, SenderConfig, WakerHandle};
 
@@ -131,12 +133,15 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
     })?;
 
     let http_addr = SocketAddr::new(IpAddr::V4(config.listen), config.http_port);
+    let mut http_config = HttpConfig::new(http_addr);
+    http_config.post_routes.insert(
+        REPORT_PATH,
+        Arc::new(ReportRoute::new(&config.cluster.secret, status.clone())),
+    );
     let http =
-        http::spawn(HttpConfig::new(http_addr), files, status.clone()).map_err(|source| {
-            ServiceError::Http {
-                addr: http_addr,
-                source,
-            }
+        http::spawn(http_config, files, status.clone()).map_err(|source| ServiceError::Http {
+            addr: http_addr,
+            source,
         })?;
 
     let proxydhcp = match config.proxydhcp_ports {

@@ -77,11 +77,11 @@ fn server_urls_parse_and_bad_ones_say_why() {
         ("https://10.77.0.50", "only http:// is supported"),
         (
             "http://10.77.0.50/boot",
-            "it has a path; reports always go to /report",
+            "it has a path; give the server only, the path is PXEN's",
         ),
         (
             "http://10.77.0.50?x",
-            "it has a path; reports always go to /report",
+            "it has a path; give the server only, the path is PXEN's",
         ),
         (
             "http://root@10.77.0.50",

@@ -9,7 +9,8 @@
 //! any error: each is logged with the peer and the request.
 //!
 //! Routes:
-//! - `GET`/`HEAD /` the status page (HTML), `/status.json` the same as JSON;
+//! - `GET`/`HEAD /` the status page (HTML), `/status.json` the same as JSON, `/status.txt` as
+//!   a plain text table (`pxen status`);
 //! - `POST` to the paths in [`HttpConfig::post_routes`] (for example the hosts' reports);
 //! - `GET`/`HEAD` of anything else: a file, its path percent-decoded and checked by
 //!   [`SafePath`] (403 when unsafe, 404 when missing).
@@ -629,6 +630,16 @@ impl Connection {
                     Status::Ok,
                     "application/json",
                     json.as_bytes(),
+                    head_only,
+                    keep_alive,
+                )?;
+            }
+            ("GET" | "HEAD", "/status.txt", None) => {
+                let text = self.shared.status.render_text(SystemTime::now());
+                self.send(
+                    Status::Ok,
+                    "text/plain; charset=utf-8",
+                    text.as_bytes(),
                     head_only,
                     keep_alive,
                 )?;

@@ -326,6 +326,54 @@ impl StatusBoard {
         page
     }
 
+    /// The board as a plain text table, for `pxen status` on a console.
+    pub fn render_text(&self, now: SystemTime) -> String {
+        let board = self.read();
+        let rows: Vec<[String; 5]> = board
+            .hosts
+            .iter()
+            .map(|host| {
+                [
+                    host.hostname.clone().unwrap_or_else(|| "?".into()),
+                    host.address.map_or("?".into(), |a| a.to_string()),
+                    host.macs.join(" "),
+                    host.state_label(),
+                    host.boot_timeline
+                        .last()
+                        .map_or(String::new(), |(phase, s)| format!("{phase} at {s:.1} s")),
+                ]
+            })
+            .collect();
+        let header = ["HOSTNAME", "ADDRESS", "MACS", "STATE", "LAST PHASE"].map(String::from);
+        let mut widths = header.clone().map(|h| h.len());
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut text = format!(
+            "PXEN cluster {}: {} host(s), {} online, at {}\n",
+            board.cluster,
+            board.hosts.len(),
+            board
+                .hosts
+                .iter()
+                .filter(|h| h.state == HostState::Online)
+                .count(),
+            utc(now)
+        );
+        for row in std::iter::once(&header).chain(&rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            text.push_str(cells.join("  ").trim_end());
+            text.push('\n');
+        }
+        text
+    }
+
     /// The board as JSON, for scripts and tests: `{"cluster":..,"hosts":[{..}]}`, times in
     /// seconds since the Unix epoch.
     pub fn render_json(&self) -> String {
@@ -580,6 +628,17 @@ mod tests {
         assert!(!hosts[1].in_config);
 
         board.host_online(online("stray", "S9", &["52:54:00:00:00:cc"]));
+        let text = board.render_text(UNIX_EPOCH);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "PXEN cluster lab: 3 host(s), 2 online, at 1970-01-01 00:00:00 UTC",
+                "HOSTNAME  ADDRESS   MACS                                 STATE                                                      LAST PHASE",
+                "node1     10.0.0.9  52:54:00:00:00:01 52:54:00:00:00:aa  online                                                     dom0-up at 99.5 s",
+                "?         ?         52:54:00:00:00:bb                    booting (0 files fetched) (new: not in the configuration)",
+                "stray     10.0.0.9  52:54:00:00:00:cc                    online (new: not in the configuration)                     dom0-up at 99.5 s",
+            ]
+        );
         let html = board.render_html(UNIX_EPOCH);
         assert!(
             html.contains("online (new: not in the configuration)"),
