@@ -330,17 +330,12 @@ fn post_report_observed(
     let mut delays = Delays::new(policy, random_seed());
     let mut attempts: u32 = 0;
     loop {
-        attempts += 1;
+        attempts = attempts.saturating_add(1);
         let error = match attempt(&target, &request, policy.attempt_timeout) {
             Ok(answer) if (200..300).contains(&answer.status) => {
-                log::info!(
-                    "report: {server} accepted the report at attempt {attempts}: {}",
-                    answer.text()
-                );
-                return Ok(Accepted {
-                    attempts,
-                    answer: answer.text(),
-                });
+                let answer = answer.text();
+                log::info!("report: {server} accepted the report at attempt {attempts}: {answer}");
+                return Ok(Accepted { attempts, answer });
             }
             Ok(answer) => AttemptError::Status {
                 status: answer.status,
@@ -404,9 +399,15 @@ impl Delays {
     fn new(policy: &RetryPolicy, seed: u64) -> Delays {
         Delays {
             next: policy.first_interval.min(policy.max_interval),
-            factor: policy.factor,
+            // A factor of 0 would shrink the waits to nothing: a busy loop against host0.
+            factor: policy.factor.max(1),
             max: policy.max_interval,
-            jitter: policy.jitter.clamp(0.0, 1.0),
+            // NaN (which clamp keeps) means no jitter.
+            jitter: if policy.jitter.is_nan() {
+                0.0
+            } else {
+                policy.jitter.clamp(0.0, 1.0)
+            },
             rng: XorShift::new(seed),
         }
     }
@@ -415,7 +416,10 @@ impl Delays {
     fn next_delay(&mut self) -> Duration {
         let nominal = self.next;
         self.next = nominal.saturating_mul(self.factor).min(self.max);
-        nominal.mul_f64(1.0 + self.jitter * self.rng.signed_unit())
+        let stretch = 1.0 + self.jitter * self.rng.signed_unit();
+        // `Duration::mul_f64` panics past Duration::MAX (a policy may say "wait forever"):
+        // such a wait is the longest there is.
+        Duration::try_from_secs_f64(nominal.as_secs_f64() * stretch).unwrap_or(Duration::MAX)
     }
 }
 

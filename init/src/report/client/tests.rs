@@ -279,6 +279,29 @@ fn delays_grow_to_the_cap_with_bounded_jitter() {
 }
 
 #[test]
+fn extreme_policies_neither_panic_nor_spin() {
+    let endless = RetryPolicy {
+        first_interval: Duration::MAX,
+        max_interval: Duration::MAX,
+        // Stretched up to 1.5 times: past Duration::MAX half the time.
+        jitter: 0.5,
+        ..RetryPolicy::default()
+    };
+    let mut delays = Delays::new(&endless, 3);
+    for _ in 0..100 {
+        assert!(delays.next_delay() > Duration::from_secs(1 << 60));
+    }
+    let no_growth = RetryPolicy {
+        factor: 0,
+        jitter: f64::NAN,
+        ..RetryPolicy::default()
+    };
+    let mut delays = Delays::new(&no_growth, 3);
+    let waits: Vec<Duration> = (0..3).map(|_| delays.next_delay()).collect();
+    assert_eq!(waits, [Duration::from_secs(1); 3]);
+}
+
+#[test]
 fn an_invalid_report_is_not_sent() {
     let mut bad = report();
     bad.hostname = "Node_1".into();
