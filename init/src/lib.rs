@@ -14,10 +14,11 @@
 //! | [`identity`] | the machine's stable ID and hostname |
 //! | [`drive`] | finding and mounting the PXEN flash drive |
 //! | [`rootfs`] | copying the dom0 root filesystem into a size-checked tmpfs |
-//! | [`handoff`] | writing the host's identity into the new root and `switch_root` |
+//! | [`handoff`] | writing the host's identity and PXEN's part of dom0 (the Xen bridge, the report service) into the new root, and `switch_root` |
 //! | [`boot`] | the PID 1 sequence that ties them together, and its fatal-error path |
 //! | [`net`] | the host's network: NICs, links and addresses (rtnetlink), the DHCP client, MAC addresses |
-//! | [`serve`] | host0's boot service for the rest of the cluster (proxyDHCP, TFTP, HTTP, the status page) |
+//! | [`serve`] | host0's boot service for the rest of the cluster (proxyDHCP, TFTP, HTTP, the status page, the hosts' reports) |
+//! | [`report`] | the report every host sends host0 when its dom0 is up: gathering, signing, sending |
 //! | [`rand`] | a small deterministic PRNG for jitter and randomized tests |
 //! | [`wol`] | Wake-on-LAN: the magic packet, when to send it, and sending it |
 
