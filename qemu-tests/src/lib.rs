@@ -13,6 +13,9 @@
 //! [`cluster::Cluster`] puts it together: host0 on a USB stick, hostUs booting from the
 //! network once woken, and one [`cluster::ClusterTimeline`] for all of them.
 //!
+//! Every machine has a [`qmp`] control socket, through which a test acts on its hardware
+//! while it runs: [`Machine::unplug_usb_stick`] pulls host0's stick out.
+//!
 //! The scenarios themselves live in `tests/` and are `#[ignore]`d: `cargo xtask test` builds
 //! the test image (the normal image plus [`overlay::write_test_overlay`]) and runs them.
 
@@ -23,6 +26,7 @@ pub mod image;
 pub mod lan;
 pub mod machine;
 pub mod overlay;
+pub mod qmp;
 pub mod shell;
 pub mod switch;
 pub mod timeline;

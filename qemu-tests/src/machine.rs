@@ -6,6 +6,9 @@
 //! the guest end QEMU, so every boot is observed from power-on; a network-booted machine
 //! instead boots again, as a PC retries its network boot.
 //!
+//! Every machine also has a QMP control socket ([`Machine::qmp`]), through which a test acts
+//! on its hardware while it runs, e.g. pulls its USB stick ([`Machine::unplug_usb_stick`]).
+//!
 //! The machine is powered off (QEMU killed) when the [`Machine`] is dropped, and QEMU is
 //! also killed by the kernel if the thread that started it ends (`PR_SET_PDEATHSIG`), so no
 //! QEMU outlives a test, even one that panics or is killed.
@@ -21,8 +24,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pxen::net::mac::MacAddr;
+use serde_json::json;
 
 use crate::console::{self, Console, Line, PumpSinks, WaitResult};
+use crate::qmp::{Qmp, QmpError};
 use crate::shell::{self, CommandOutput};
 use crate::switch::{netdev_arg, PortPaths};
 use crate::timeline::Timeline;
@@ -35,6 +40,15 @@ const TAIL_LINES: usize = 30;
 
 /// How long to wait for an answer to one shell readiness probe before typing another.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long [`Machine::qmp`] waits for QEMU's QMP socket to accept a connection. QEMU
+/// creates it while starting, before the guest runs, so this only matters on an overloaded
+/// machine.
+const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The QEMU id of the USB stick of a [`Boot::UsbStick`] machine: both its drive (the image)
+/// and its `usb-storage` device, which [`Machine::unplug_usb_stick`] deletes.
+pub const USB_STICK_ID: &str = "stick";
 
 /// What Xen prints when it hands the serial console's input to dom0. Before that line, every
 /// key typed on the console is a Xen debug key ('R' reboots the machine, '%' enters the
@@ -190,6 +204,53 @@ pub enum HarnessError {
         /// What it printed.
         stdout: String,
     },
+    /// The private directory of the QMP socket could not be created.
+    #[error("cannot create a temporary directory for the QMP socket of machine {machine}: {source}; check that TMPDIR is writable")]
+    QmpDir {
+        /// The machine.
+        machine: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// QMP was needed but QEMU has already exited.
+    #[error("machine {machine}: QEMU has exited ({status}), nothing answers on its QMP socket; see {}", .qemu_log.display())]
+    QemuExited {
+        /// The machine.
+        machine: String,
+        /// QEMU's exit status.
+        status: ExitStatus,
+        /// QEMU's own log.
+        qemu_log: PathBuf,
+    },
+    /// Talking to QEMU over its QMP socket failed.
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    /// A USB stick was to be pulled from a machine that does not boot from one.
+    #[error("machine {machine} does not boot from a USB stick: there is no stick to pull; give it `Boot::UsbStick`")]
+    NoUsbStick {
+        /// The machine.
+        machine: String,
+    },
+    /// The USB stick was to be pulled but QEMU has no such device any more.
+    #[error(
+        "machine {machine}: the USB stick is already pulled (QEMU: {desc}); pull it only once"
+    )]
+    UsbStickGone {
+        /// The machine.
+        machine: String,
+        /// QEMU's explanation.
+        desc: String,
+    },
+    /// QEMU accepted the unplugging of the USB stick but did not report it done in time.
+    #[error("machine {machine}: QEMU accepted `device_del` of the USB stick but sent no DEVICE_DELETED event for device {USB_STICK_ID:?} within {waited:?} (events seen meanwhile: {seen:?}); the stick may still be plugged in")]
+    UsbStickNotReleased {
+        /// The machine.
+        machine: String,
+        /// How long.
+        waited: Duration,
+        /// The names of the other QMP events seen meanwhile.
+        seen: Vec<String>,
+    },
     /// Waiting for or stopping the QEMU process failed.
     #[error("machine {machine}: cannot {action} the QEMU process: {source}")]
     Process {
@@ -259,6 +320,15 @@ pub struct Machine {
     next_id: u64,
     console_log: PathBuf,
     qemu_log: PathBuf,
+    /// Whether it was started with a USB stick ([`Boot::UsbStick`]).
+    has_usb_stick: bool,
+    /// QEMU's QMP socket, in `_qmp_dir`.
+    qmp_socket: PathBuf,
+    /// The QMP connection, made on first use.
+    qmp: Option<Qmp>,
+    /// The short private directory of the QMP socket, removed after QEMU is killed (fields
+    /// are dropped after [`Machine`]'s `drop`).
+    _qmp_dir: tempfile::TempDir,
 }
 
 /// QEMU's command line (without the program) for `config`.
@@ -296,6 +366,19 @@ pub fn qemu_args(config: &MachineConfig) -> Vec<OsString> {
     args
 }
 
+/// QEMU's arguments for a QMP control socket at `socket`: QEMU creates it and listens
+/// (`server=on`) without waiting for a client before running the guest (`wait=off`).
+pub fn qmp_args(socket: &Path) -> Vec<OsString> {
+    vec![
+        "-qmp".into(),
+        format!(
+            "unix:{},server=on,wait=off",
+            escape_option(&socket.to_string_lossy())
+        )
+        .into(),
+    ]
+}
+
 /// A netdev on the NIC's switch port and an e1000 with the NIC's MAC, for each NIC.
 fn nic_args(nics: &[Nic]) -> Vec<OsString> {
     nics.iter()
@@ -319,13 +402,13 @@ fn boot_args(boot: &Boot) -> Vec<OsString> {
             "qemu-xhci,id=xhci".into(),
             "-drive".into(),
             format!(
-                "file={},if=none,id=stick,format=raw,snapshot=on",
+                "file={},if=none,id={USB_STICK_ID},format=raw,snapshot=on",
                 escape_option(&image.to_string_lossy())
             )
             .into(),
             "-device".into(),
             format!(
-                "usb-storage,bus=xhci.0,drive=stick,serial={}",
+                "usb-storage,bus=xhci.0,drive={USB_STICK_ID},id={USB_STICK_ID},serial={}",
                 escape_option(usb_serial)
             )
             .into(),
@@ -352,11 +435,13 @@ fn boot_args(boot: &Boot) -> Vec<OsString> {
     }
 }
 
-/// The QEMU command for `config`, its console on pipes, its own messages into `stderr`.
-fn qemu_command(config: &MachineConfig, stderr: File) -> Command {
+/// The QEMU command for `config` with its QMP socket at `qmp_socket`, its console on pipes,
+/// its own messages into `stderr`.
+fn qemu_command(config: &MachineConfig, qmp_socket: &Path, stderr: File) -> Command {
     let mut command = Command::new(QEMU);
     command
         .args(qemu_args(config))
+        .args(qmp_args(qmp_socket))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr);
@@ -422,8 +507,18 @@ impl Machine {
             remove_stale_socket(&nic.port.machine)?;
         }
         let qemu_file = create_log(&qemu_log)?;
+        // Unix socket paths are short (107 bytes): the QMP socket goes in a short private
+        // directory, not in the log directory, which may be deep.
+        let qmp_dir = tempfile::Builder::new()
+            .prefix("pxen-qmp-")
+            .tempdir()
+            .map_err(|source| HarnessError::QmpDir {
+                machine: name.clone(),
+                source,
+            })?;
+        let qmp_socket = qmp_dir.path().join("qmp.sock");
 
-        let mut command = qemu_command(config, qemu_file);
+        let mut command = qemu_command(config, &qmp_socket, qemu_file);
         log::info!(
             "starting machine {name}: {QEMU} {:?}",
             command.get_args().collect::<Vec<_>>()
@@ -474,6 +569,10 @@ impl Machine {
             next_id: 1,
             console_log,
             qemu_log,
+            has_usb_stick: matches!(config.boot, Boot::UsbStick { .. }),
+            qmp_socket,
+            qmp: None,
+            _qmp_dir: qmp_dir,
         })
     }
 
@@ -616,6 +715,71 @@ impl Machine {
             });
         }
         Ok(output.stdout)
+    }
+
+    /// The machine's QMP connection, for acting on its hardware from outside (see
+    /// [`crate::qmp`]). The first call connects, waiting for QEMU to create the socket.
+    pub fn qmp(&mut self) -> Result<&mut Qmp, HarnessError> {
+        // A QEMU that has exited leaves its socket file behind: say so at once instead of
+        // retrying to connect until the deadline.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            let status = self.reap()?;
+            return Err(HarnessError::QemuExited {
+                machine: self.name.clone(),
+                status,
+                qemu_log: self.qemu_log.clone(),
+            });
+        }
+        let qmp = match self.qmp.take() {
+            Some(qmp) => qmp,
+            None => Qmp::connect(&self.name, &self.qmp_socket, QMP_CONNECT_TIMEOUT)?,
+        };
+        Ok(self.qmp.insert(qmp))
+    }
+
+    /// Pulls the USB stick out of the running machine, as an administrator does, and waits
+    /// up to `timeout` for QEMU to report it gone.
+    ///
+    /// Afterwards a test can rely on this: the `usb-storage` device and its drive are gone
+    /// from QEMU (a second pull fails with [`HarnessError::UsbStickGone`], `query-block` no
+    /// longer lists the drive), and the guest has been told of a USB disconnect on its xHCI
+    /// port (QEMU detaches a USB device at once, without asking the guest); how soon the
+    /// guest's kernel notices and removes its disk is up to the guest, so await that on the
+    /// console. Any read of the stick after that fails in the guest.
+    pub fn unplug_usb_stick(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        if !self.has_usb_stick {
+            return Err(HarnessError::NoUsbStick {
+                machine: self.name.clone(),
+            });
+        }
+        let machine = self.name.clone();
+        log::info!("machine {machine}: pulling out the USB stick");
+        let deleted = self
+            .qmp()?
+            .execute("device_del", Some(json!({ "id": USB_STICK_ID })));
+        match deleted {
+            Ok(_) => {}
+            // QEMU knows no such device: it was pulled before.
+            Err(QmpError::Refused { class, desc, .. }) if class == "DeviceNotFound" => {
+                return Err(HarnessError::UsbStickGone { machine, desc })
+            }
+            Err(other) => return Err(other.into()),
+        }
+        let is_stick = |data: &serde_json::Value| data["device"] == USB_STICK_ID;
+        match self.qmp()?.wait_event("DEVICE_DELETED", is_stick, timeout) {
+            Ok(_) => {
+                log::info!("machine {machine}: the USB stick is pulled out");
+                Ok(())
+            }
+            Err(QmpError::EventTimeout { waited, seen, .. }) => {
+                Err(HarnessError::UsbStickNotReleased {
+                    machine,
+                    waited,
+                    seen,
+                })
+            }
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// Waits up to `timeout` for the machine to power itself off (the guest shut down or
@@ -786,7 +950,7 @@ mod tests {
             value_of(&args, "-device"),
             [
                 "qemu-xhci,id=xhci",
-                "usb-storage,bus=xhci.0,drive=stick,serial=USB1"
+                "usb-storage,bus=xhci.0,drive=stick,id=stick,serial=USB1"
             ]
         );
         assert!(args.contains(&"-no-reboot".to_string()));
@@ -833,6 +997,18 @@ mod tests {
             ["e1000,netdev=net0,mac=52:54:00:aa:00:01"]
         );
         assert!(!args.contains(&"-drive".to_string()));
+    }
+
+    #[test]
+    fn the_qmp_socket_is_a_listening_unix_socket_that_does_not_hold_up_the_boot() {
+        let args: Vec<String> = qmp_args(Path::new("/t/pxen-qmp-x/qmp,1.sock"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            ["-qmp", "unix:/t/pxen-qmp-x/qmp,,1.sock,server=on,wait=off"]
+        );
     }
 
     #[test]

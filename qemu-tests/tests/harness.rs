@@ -7,13 +7,17 @@
 //! `PXEN_HARNESS_KERNEL`, or else are copied out of the image `PXEN_TEST_IMAGE` (with
 //! mtools). Needs `qemu-system-x86_64`, `cpio`, `gzip`, mtools and `/bin/busybox`
 //! (`cargo xtask deps`).
+//!
+//! The QMP control of a machine needs no guest at all: a USB stick of zeros, which the BIOS
+//! fails to boot, is pulled out of the idling machine.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pxen_qemu_tests::{image, Boot, Machine, MachineConfig, Timeline};
+use pxen_qemu_tests::machine::USB_STICK_ID;
+use pxen_qemu_tests::{image, Boot, HarnessError, Machine, MachineConfig, Timeline};
 
 /// The initramfs's `/init`: a console shell, plus lines shaped like PXEN's phase lines so the
 /// timeline has something to find.
@@ -178,5 +182,91 @@ fn the_harness_drives_a_shell_on_a_real_xen_dom0_console() {
     assert!(
         log.contains("(XEN) Xen version") && log.starts_with("[    0."),
         "timestamped lines:\n{log}"
+    );
+}
+
+/// The names of the drives QEMU has (`query-block`).
+fn drives(machine: &mut Machine) -> Vec<String> {
+    let blocks = machine
+        .qmp()
+        .expect("QMP connects")
+        .execute("query-block", None)
+        .expect("query-block succeeds");
+    blocks
+        .as_array()
+        .expect("query-block returns a list")
+        .iter()
+        .map(|block| block["device"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// What QEMU's `info usb` shows.
+fn usb_devices(machine: &mut Machine) -> String {
+    let usb = machine
+        .qmp()
+        .expect("QMP connects")
+        .execute("x-query-usb", None)
+        .expect("x-query-usb succeeds");
+    usb["human-readable-text"]
+        .as_str()
+        .expect("x-query-usb returns text")
+        .to_string()
+}
+
+#[test]
+#[ignore = "starts QEMU (about a second); run by `cargo xtask test`"]
+fn the_usb_stick_is_pulled_out_of_a_running_machine() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let stick = work.path().join("zeros.img");
+    fs::File::create(&stick)
+        .and_then(|file| file.set_len(4 << 20))
+        .expect("the stick image can be created");
+    let mut machine = Machine::start(&MachineConfig {
+        name: "unplug".into(),
+        memory_mib: 128,
+        smbios_serial: "UNPLUG-1".into(),
+        boot: Boot::UsbStick {
+            image: stick,
+            usb_serial: "STICK-1".into(),
+        },
+        log_dir: work.path().join("logs"),
+        echo_console: false,
+        nics: Vec::new(),
+    })
+    .expect("QEMU starts");
+
+    assert_eq!(drives(&mut machine), [USB_STICK_ID]);
+    let usb = usb_devices(&mut machine);
+    assert!(
+        usb.contains("QEMU USB MSD") && usb.contains(&format!("ID: {USB_STICK_ID}")),
+        "info usb before: {usb:?}"
+    );
+
+    let pulling = Instant::now();
+    machine
+        .unplug_usb_stick(Duration::from_secs(10))
+        .expect("the stick is pulled out");
+    println!("the stick was pulled out in {:?}", pulling.elapsed());
+
+    assert_eq!(drives(&mut machine), Vec::<String>::new());
+    let usb = usb_devices(&mut machine);
+    assert!(usb.trim().is_empty(), "info usb after: {usb:?}");
+
+    let again = machine
+        .unplug_usb_stick(Duration::from_secs(10))
+        .expect_err("there is no stick left to pull");
+    assert!(
+        matches!(again, HarnessError::UsbStickGone { .. }),
+        "second pull: {again:?}"
+    );
+    assert!(again.to_string().contains("already pulled"), "{again}");
+
+    machine.power_off().expect("QEMU is killed");
+    let after_exit = machine
+        .unplug_usb_stick(Duration::from_secs(10))
+        .expect_err("QEMU is gone");
+    assert!(
+        matches!(after_exit, HarnessError::QemuExited { .. }),
+        "pull after power-off: {after_exit:?}"
     );
 }
