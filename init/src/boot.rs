@@ -176,7 +176,7 @@ fn prepare_dom0(new_root: &Path, config_dir: Option<&Path>) {
     match link::physical_nics(Path::new("/sys/class/net")) {
         Ok(nics) => match nics.first() {
             Some(nic) => {
-                if let Err(e) = dom0::install_network(new_root, nic.mac) {
+                if let Err(e) = dom0::install_network(new_root, nic.mac, &nic.name) {
                     log::error!("{e}; dom0 gets no network configuration from PXEN");
                 } else {
                     log::info!(

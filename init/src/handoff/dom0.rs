@@ -4,8 +4,10 @@
 //! - **The Xen bridge.** systemd-networkd files: a bridge `xenbr0` with the boot network
 //!   card enslaved and the card's MAC address (so the LAN's DHCP server, which knows the card,
 //!   gives the bridge the same address), DHCP on the bridge with the MAC as client identifier
-//!   (as `/init`'s own DHCP client sends). The card is matched by its permanent MAC, not its
-//!   name: the kernel's name in the initramfs (`eth0`) is not udev's name in dom0 (`ens3`).
+//!   (as `/init`'s own DHCP client sends). The card is matched by its permanent MAC, and a
+//!   `.link` file keeps the kernel's name for it (`eth0`): on host0 the card is already up
+//!   when dom0's udev starts, udev cannot rename an interface that is up, and systemd-networkd
+//!   leaves a card whose rename failed "pending" forever, unconfigured.
 //!   On host0 the boot service's sockets listen on every address, so it keeps serving while
 //!   the address moves from the card to the bridge.
 //! - **The report.** `/usr/sbin/pxen` (a copy of this binary), the configuration it was
@@ -78,6 +80,14 @@ pub fn render_bridge_netdev(nic: MacAddr) -> String {
     )
 }
 
+/// `10-pxen-uplink.link`: the boot card keeps the name `name` the kernel gave it.
+pub fn render_uplink_link(nic: MacAddr, name: &str) -> String {
+    format!(
+        "# Written by PXEN at every boot: the boot card keeps its name (it may already be up).\n\
+         [Match]\nPermanentMACAddress={nic}\n\n[Link]\nName={name}\n"
+    )
+}
+
 /// `10-pxen-uplink.network`: the boot card, enslaved to the bridge.
 pub fn render_uplink_network(nic: MacAddr) -> String {
     format!(
@@ -127,9 +137,15 @@ pub fn parse_timeline(text: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Writes the network configuration for the boot card `nic` and enables systemd-networkd.
-pub fn install_network(new_root: &Path, nic: MacAddr) -> Result<(), Dom0Error> {
+/// Writes the network configuration for the boot card `nic` (named `name` by the kernel) and
+/// enables systemd-networkd.
+pub fn install_network(new_root: &Path, nic: MacAddr, name: &str) -> Result<(), Dom0Error> {
     let dir = new_root.join(NETWORKD_DIR);
+    write_file(
+        &dir.join("10-pxen-uplink.link"),
+        render_uplink_link(nic, name),
+        0o644,
+    )?;
     write_file(
         &dir.join("10-pxen-xenbr0.netdev"),
         render_bridge_netdev(nic),
@@ -288,6 +304,11 @@ mod tests {
             "# Written by PXEN at every boot: the boot card carries the Xen bridge.\n\
              [Match]\nPermanentMACAddress=52:54:00:12:34:56\n\n[Network]\nBridge=xenbr0\n"
         );
+        assert_eq!(
+            render_uplink_link(NIC, "eth0"),
+            "# Written by PXEN at every boot: the boot card keeps its name (it may already be up).\n\
+             [Match]\nPermanentMACAddress=52:54:00:12:34:56\n\n[Link]\nName=eth0\n"
+        );
         assert!(render_bridge_netdev(NIC).contains("Kind=bridge\nMACAddress=52:54:00:12:34:56\n"));
         assert!(render_bridge_network().contains("DHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n"));
     }
@@ -307,9 +328,9 @@ mod tests {
     #[test]
     fn installs_the_network_with_networkd_enabled() {
         let root = tempfile::tempdir().unwrap();
-        install_network(root.path(), NIC).unwrap();
+        install_network(root.path(), NIC, "eth0").unwrap();
         // Twice: every boot writes them again over the same files.
-        install_network(root.path(), NIC).unwrap();
+        install_network(root.path(), NIC, "eth0").unwrap();
         let etc = root.path().join("etc/systemd");
         assert_eq!(
             std::fs::read_to_string(etc.join("network/10-pxen-xenbr0.netdev")).unwrap(),

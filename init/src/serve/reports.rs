@@ -6,7 +6,7 @@
 //! stops waking it. Every refusal is logged with the sender's address and the reason, and the
 //! reason is the answer's body, so the host's own log says the same.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::http::status::{OnlineHost, StatusBoard};
 use super::http::wire::{RequestRepr, Status};
@@ -17,14 +17,17 @@ use crate::report::wire::{self, ReportError};
 pub struct ReportRoute {
     secret: Vec<u8>,
     board: StatusBoard,
+    own_address: Ipv4Addr,
 }
 
 impl ReportRoute {
-    /// Accepts reports signed with `secret` onto `board`.
-    pub fn new(secret: &str, board: StatusBoard) -> ReportRoute {
+    /// Accepts reports signed with `secret` onto `board`; a report from this host itself
+    /// (over loopback) is shown with `own_address`, the address the others reach it at.
+    pub fn new(secret: &str, board: StatusBoard, own_address: Ipv4Addr) -> ReportRoute {
         ReportRoute {
             secret: secret.as_bytes().to_vec(),
             board,
+            own_address,
         }
     }
 }
@@ -45,8 +48,9 @@ impl PostRoute for ReportRoute {
                     serial: report.serial,
                     macs: report.macs.iter().map(ToString::to_string).collect(),
                     address: match peer.ip() {
-                        IpAddr::V4(address) if !address.is_loopback() => Some(address),
-                        _ => None,
+                        IpAddr::V4(address) if address.is_loopback() => Some(self.own_address),
+                        IpAddr::V4(address) => Some(address),
+                        IpAddr::V6(_) => None,
                     },
                     boot_timeline: report
                         .timeline

@@ -136,7 +136,11 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
     let mut http_config = HttpConfig::new(http_addr);
     http_config.post_routes.insert(
         REPORT_PATH,
-        Arc::new(ReportRoute::new(&config.cluster.secret, status.clone())),
+        Arc::new(ReportRoute::new(
+            &config.cluster.secret,
+            status.clone(),
+            config.address,
+        )),
     );
     let http =
         http::spawn(http_config, files, status.clone()).map_err(|source| ServiceError::Http {
