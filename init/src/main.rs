@@ -34,8 +34,8 @@ commands:
                        itself when booted from the drive); retries until accepted, or until
                        the deadline
   status [--server URL] [--json]
-                       print host0's status page (default http://127.0.0.1:80): every host,
-                       its state, address and boot timeline
+                       print host0's status page (pxen.server= of the kernel command line,
+                       else this host's own): every host, its state, address, boot timeline
   version              print the version
 ";
 
@@ -240,10 +240,11 @@ fn status(words: &[&str]) -> Result<(), String> {
     if let Some(unknown) = options.keys().find(|k| !["--server", "--json"].contains(k)) {
         return Err(format!("unknown option `{unknown}`\n{USAGE}"));
     }
-    let server = options
-        .get("--server")
-        .copied()
-        .unwrap_or(local::HOST0_SELF);
+    let server = match options.get("--server") {
+        Some(server) => server.to_string(),
+        None => local::host0_server(Path::new("/proc")).map_err(|e| e.to_string())?,
+    };
+    let server = server.as_str();
     let json = options.contains_key("--json");
     let path = if json { "/status.json" } else { "/status.txt" };
     let (code, body) =

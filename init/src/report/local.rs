@@ -118,6 +118,13 @@ pub fn gather(sources: &Sources) -> Result<Outgoing, LocalError> {
     })
 }
 
+/// host0's HTTP server as this host knows it: `pxen.server=` of the kernel command line
+/// under `proc`, else this host itself (host0 booted from the drive, or `pxen serve`).
+pub fn host0_server(proc: &Path) -> Result<String, LocalError> {
+    let (params, _) = cmdline::parse(&read(&proc.join("cmdline"))?);
+    Ok(params.server.unwrap_or_else(|| HOST0_SELF.to_string()))
+}
+
 /// The DMI system serial, unless it is one of the placeholders firmware ships.
 fn usable_serial(sys: &Path) -> Option<String> {
     identity::read_machine_ids(sys)
@@ -200,6 +207,7 @@ mod tests {
         );
         let outgoing = gather(&sources).unwrap();
         assert_eq!(outgoing.server, "http://10.77.0.50:80");
+        assert_eq!(host0_server(&sources.proc).unwrap(), "http://10.77.0.50:80");
         assert_eq!(outgoing.secret, "0123456789abcdef");
         let report = outgoing.report;
         assert_eq!(report.hostname, "node7");
@@ -218,6 +226,7 @@ mod tests {
         let (_dir, sources) = system("pxen.boot=usb", "To be filled by O.E.M.");
         let outgoing = gather(&sources).unwrap();
         assert_eq!(outgoing.server, HOST0_SELF);
+        assert_eq!(host0_server(&sources.proc).unwrap(), HOST0_SELF);
         assert_eq!(outgoing.report.serial, None);
         assert_eq!(outgoing.report.boot_source, "usb");
     }
