@@ -232,8 +232,9 @@ pub fn mbr(boot_code: &[u8], disk_signature: u32, partition_sectors: u32) -> [u8
     sector
 }
 
-/// A window onto the partition inside the image file, so that `fatfs` sees a whole volume.
-struct Partition {
+/// A window onto the partition inside the image file (or drive), so that `fatfs` sees a
+/// whole volume.
+pub struct Partition {
     file: File,
     start: u64,
     len: u64,
@@ -241,6 +242,37 @@ struct Partition {
 }
 
 impl Partition {
+    /// The first partition of the MBR at the start of `file` (an image or a whole drive),
+    /// as the MBR's first entry places it.
+    pub fn first(mut file: File) -> io::Result<Partition> {
+        let mut sector = [0u8; 512];
+        file.seek(SeekFrom::Start(0))?;
+        file.read_exact(&mut sector)?;
+        if sector[510..512] != [0x55, 0xAA] {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no MBR (no 0x55AA signature in the first sector)",
+            ));
+        }
+        let entry = &sector[446..462];
+        let field = |at: usize| {
+            u32::from_le_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]])
+        };
+        let (start, sectors) = (u64::from(field(8)), u64::from(field(12)));
+        if start == 0 || sectors == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the MBR's first partition entry is empty",
+            ));
+        }
+        Ok(Partition {
+            file,
+            start: start * SECTOR_BYTES,
+            len: sectors * SECTOR_BYTES,
+            pos: 0,
+        })
+    }
+
     /// How many bytes from the current position may be read or written (clamped to the end).
     fn room(&self, wanted: usize) -> usize {
         let left = self.len.saturating_sub(self.pos);

@@ -4,6 +4,7 @@
 //!
 //! [`build_image`] is the one entry point; the `pxen-mkimage` command and `cargo xtask` call it.
 
+pub mod drive_identity;
 pub mod layout;
 pub mod output;
 pub mod parts;
@@ -54,6 +55,8 @@ pub struct Options {
 pub struct ImageReport {
     /// Size of the image.
     pub image_bytes: u64,
+    /// The drive's identity as written in `pxen/identity.ron`.
+    pub identity: pxen::drive::identity::DriveIdentity,
     /// The initramfs that went into it.
     pub initramfs: pxen_initramfs::Report,
     /// The memory given to dom0, in MiB.
@@ -79,6 +82,15 @@ pub enum Error {
     /// Writing the image failed.
     #[error(transparent)]
     Layout(#[from] layout::Error),
+    /// Writing or binding the drive's identity failed.
+    #[error(transparent)]
+    DriveIdentity(#[from] drive_identity::Error),
+    /// The user's kernel arguments set what mkimage sets itself.
+    #[error("--cmdline {argument}: mkimage sets pxen.drive= itself, to the new drive's ID, so /init can tell the drive it booted from; leave it out")]
+    ReservedArgument {
+        /// The argument given.
+        argument: String,
+    },
     /// Writing to `--out` failed.
     #[error(transparent)]
     Output(#[from] output::Error),
@@ -113,8 +125,13 @@ pub fn build_image(opts: &Options) -> Result<ImageReport, Error> {
 pub fn build_image_with_force(opts: &Options, force: bool) -> Result<ImageReport, Error> {
     let mut timer = Timer::start();
     output::preflight(&opts.out, opts.yes)?;
+    let drive_id = pxen::drive::identity::new_drive_id();
+    let cmdline = kernel_arguments(&drive_id, &opts.extra_cmdline)?;
+    // Read now, so that a device that cannot be bound is refused before minutes of work.
+    let bind_to = drive_identity::device_of_out(&opts.out)?
+        .map(|device| (device, format!("mkimage --out {}", opts.out.display())));
     let cache = parts::cache_dir(opts.cache_dir.as_deref(), |name| std::env::var_os(name))?;
-    let config = config_entries(opts.config_dir.as_deref())?;
+    let (config, cluster) = config_entries(opts.config_dir.as_deref())?;
     timer.lap("check the configuration");
     let boot = boot_parts(opts, &cache)?;
     timer.lap("get and check xen.gz, vmlinuz, modules");
@@ -162,7 +179,7 @@ pub fn build_image_with_force(opts: &Options, force: bool) -> Result<ImageReport
     timer.lap("build the initramfs");
 
     let dom0_mem_mib = dom0_mem(opts.dom0_mem_mib, &initramfs, force)?;
-    let mut entries = boot_entries(&boot, &initrd, dom0_mem_mib, &opts.extra_cmdline);
+    let mut entries = boot_entries(&boot, &initrd, dom0_mem_mib, &cmdline);
     entries.extend(config);
     let sizes = entries
         .iter()
@@ -176,12 +193,28 @@ pub fn build_image_with_force(opts: &Options, force: bool) -> Result<ImageReport
         None => layout::required_image_bytes(&sizes),
     };
     let staging = output::stage(&opts.out, scratch.path(), image_bytes, opts.yes)?;
-    let written = layout::write_image(staging.path(), image_bytes, &entries, disk_id())?;
+    let mut written = layout::write_image(staging.path(), image_bytes, &entries, disk_id())?;
+    let identity = drive_identity::write_new(
+        staging.path(),
+        &drive_identity::NewIdentity {
+            secret: cluster.secret,
+            cluster_name: cluster.name,
+            drive_id,
+            created: unix_now(),
+            bind_to,
+        },
+    )?;
+    let identity_bytes = pxen::drive::identity::render(&identity).len() as u64;
+    written.files.push((
+        pxen::drive::identity::IDENTITY_FILE.to_owned(),
+        identity_bytes,
+    ));
     log_layout(&written, dom0_mem_mib);
     output::finish(staging)?;
     timer.lap("write the image");
     Ok(ImageReport {
         image_bytes: written.image_bytes,
+        identity,
         initramfs,
         dom0_mem_mib,
         files: written.files,
@@ -194,26 +227,74 @@ fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Validates the configuration and lists it as `config/...` files; the built-in default when
-/// no directory is given.
-fn config_entries(dir: Option<&Path>) -> Result<Vec<Entry>, Error> {
+/// Validates the configuration and lists it as `config/...` files, with the cluster it
+/// describes; the built-in default when no directory is given.
+fn config_entries(dir: Option<&Path>) -> Result<(Vec<Entry>, pxen::config::Cluster), Error> {
     match dir {
         Some(dir) => {
-            validate::check_config(dir)?;
-            Ok(layout::config_entries(dir)?)
+            let cluster = validate::load_config(dir)?;
+            Ok((layout::config_entries(dir)?, cluster))
         }
         // The built-in default, as `pxen config default` writes it: every new drive gets a
         // secret of its own.
-        None => Ok(
-            pxen::config::default_files(&pxen::config::generate_secret())
+        None => {
+            let secret = pxen::config::generate_secret();
+            let files = pxen::config::default_files(&secret);
+            let cluster = default_cluster(&files)?;
+            let entries = files
                 .into_iter()
                 .map(|(name, text)| Entry {
                     name: format!("config/{name}"),
                     content: Content::Bytes(text.into_bytes()),
                 })
-                .collect(),
-        ),
+                .collect();
+            Ok((entries, cluster))
+        }
     }
+}
+
+/// The cluster the built-in default files describe (parsed, as `/init` will parse them).
+fn default_cluster(files: &[(&str, String)]) -> Result<pxen::config::Cluster, Error> {
+    let text = files
+        .iter()
+        .find(|(name, _)| *name == pxen::config::CLUSTER_FILE)
+        .map(|(_, text)| text.as_str())
+        .unwrap_or_default();
+    pxen::config::parse_cluster(Path::new(pxen::config::CLUSTER_FILE), text).map_err(|errors| {
+        Error::Validate(validate::Error::Config {
+            dir: PathBuf::from("(built-in default)"),
+            errors: errors.to_string(),
+        })
+    })
+}
+
+/// `./mkimage --rebind DEVICE`: binds the PXEN drive on `device` (e.g. a copy replacing a dead
+/// drive) to that device; see [`drive_identity::rebind`].
+pub fn rebind(device: &Path) -> Result<pxen::drive::identity::DriveIdentity, Error> {
+    Ok(drive_identity::rebind(device, unix_now())?)
+}
+
+/// The kernel argument that names the drive an image's `syslinux.cfg` boots from.
+pub const DRIVE_ARGUMENT: &str = "pxen.drive=";
+
+/// The dom0 kernel arguments mkimage adds to the contract's: `pxen.drive=<drive_id>`, then
+/// the user's, which must not set `pxen.drive=` themselves.
+fn kernel_arguments(drive_id: &str, extra: &[String]) -> Result<Vec<String>, Error> {
+    if let Some(argument) = extra.iter().find(|a| a.starts_with(DRIVE_ARGUMENT)) {
+        return Err(Error::ReservedArgument {
+            argument: argument.clone(),
+        });
+    }
+    let mut arguments = vec![format!("{DRIVE_ARGUMENT}{drive_id}")];
+    arguments.extend(extra.iter().cloned());
+    Ok(arguments)
+}
+
+/// Now, in Unix seconds (0 on a clock set before 1970, which only makes the dates wrong).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The hypervisor, kernel and modules: the user's, else Debian's (fetched only if needed).
@@ -360,5 +441,24 @@ impl Timer {
         let now = Instant::now();
         self.laps.push((phase.to_owned(), now - self.last));
         self.last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drive_id_goes_on_the_kernel_command_line() {
+        let extra = vec!["pxen.drive_wait=30".to_owned()];
+        let arguments = kernel_arguments("9c1e", &extra).unwrap();
+        assert_eq!(arguments, ["pxen.drive=9c1e", "pxen.drive_wait=30"]);
+        let cfg = layout::syslinux_cfg(768, &arguments);
+        assert!(
+            cfg.contains("pxen.boot=usb pxen.drive=9c1e pxen.drive_wait=30 --- initrd.img"),
+            "{cfg}"
+        );
+        let error = kernel_arguments("9c1e", &["pxen.drive=other".to_owned()]).unwrap_err();
+        assert!(error.to_string().contains("pxen.drive=other"), "{error}");
     }
 }

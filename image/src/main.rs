@@ -14,8 +14,21 @@ use clap::Parser;
 struct Cli {
     /// The image file to write (replaced atomically), or a whole flash drive such as /dev/sdX
     /// (refused while mounted or in use; needs --yes).
-    #[arg(long, value_name = "FILE|DEVICE")]
-    out: PathBuf,
+    #[arg(long, value_name = "FILE|DEVICE", required_unless_present = "rebind")]
+    out: Option<PathBuf>,
+    /// Instead of building: bind the PXEN drive on DEVICE (e.g. a copy replacing a dead
+    /// drive) to that device, so that it is the cluster's genuine source drive; the drive it
+    /// was bound to before becomes a clone. Only pxen/identity.ron is rewritten; refused while
+    /// the drive is mounted or its boot files differ from its manifest.
+    #[arg(
+        long,
+        value_name = "DEVICE",
+        conflicts_with_all = [
+            "out", "config", "xen", "kernel", "modules", "rootfs", "overlay", "init", "cache",
+            "size", "dom0_mem", "force", "extra_cmdline", "yes",
+        ]
+    )]
+    rebind: Option<PathBuf>,
     /// The cluster configuration directory (RON files), copied to config/ on the drive and
     /// validated first. Default: the built-in example configuration.
     #[arg(long, value_name = "DIR")]
@@ -131,9 +144,17 @@ fn main() -> ExitCode {
             log::LevelFilter::Info
         });
     }
+    if let Some(device) = cli.rebind {
+        return rebind(&device);
+    }
+    // clap requires --out when --rebind is absent.
+    let Some(out) = cli.out else {
+        eprintln!("mkimage: error: --out FILE|DEVICE is required");
+        return ExitCode::FAILURE;
+    };
     let options = pxen_mkimage::Options {
         config_dir: cli.config,
-        out: cli.out,
+        out,
         xen: cli.xen,
         kernel: cli.kernel,
         modules: cli.modules,
@@ -158,6 +179,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--rebind DEVICE`: binds the drive and says to what.
+fn rebind(device: &std::path::Path) -> ExitCode {
+    match pxen_mkimage::rebind(device) {
+        Ok(identity) => {
+            println!(
+                "{}: drive {} of cluster {} is bound to this device: {}",
+                device.display(),
+                identity.drive_id,
+                identity.cluster_name,
+                binding_text(&identity.binding)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("mkimage: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A binding in words.
+fn binding_text(binding: &pxen::drive::identity::Binding) -> String {
+    match binding {
+        pxen::drive::identity::Binding::Unbound => {
+            "unbound (it binds to the drive it first boots from as host0)".to_owned()
+        }
+        pxen::drive::identity::Binding::Bound {
+            device,
+            partition_uuid,
+            ..
+        } => format!("{device}, partition {partition_uuid}"),
+    }
+}
+
 /// Prints what was built as a short table.
 fn print_report(options: &pxen_mkimage::Options, report: &pxen_mkimage::ImageReport) {
     const MIB: f64 = 1024.0 * 1024.0;
@@ -166,6 +221,12 @@ fn print_report(options: &pxen_mkimage::Options, report: &pxen_mkimage::ImageRep
         options.out.display(),
         report.image_bytes as f64 / MIB,
         report.dom0_mem_mib
+    );
+    println!(
+        "drive {} of cluster {}, bound to {}",
+        report.identity.drive_id,
+        report.identity.cluster_name,
+        binding_text(&report.identity.binding)
     );
     println!("{:<24} {:>12}", "file", "bytes");
     for (name, size) in &report.files {

@@ -183,6 +183,33 @@ fn copy_to_device(image: &Path, device: &Path) -> Result<(), Error> {
 
 /// Refuses a device that is in use, too small, or not confirmed with `--yes`.
 fn check_device(device: &Path, image_bytes: u64, yes: bool) -> Result<(), Error> {
+    let name = check_not_in_use(device)?;
+    let sys = Path::new("/sys/class/block").join(&name);
+    let sectors = std::fs::read_to_string(sys.join("size")).map_err(|source| Error::Inspect {
+        device: device.to_owned(),
+        source,
+    })?;
+    // /sys/class/block/*/size counts 512-byte sectors whatever the device's sector size.
+    let device_bytes = sectors.trim().parse::<u64>().unwrap_or(0) * 512;
+    if device_bytes < image_bytes {
+        return Err(Error::TooSmall {
+            device: device.to_owned(),
+            device_bytes,
+            image_bytes,
+        });
+    }
+    if !yes {
+        return Err(Error::NotConfirmed {
+            device: device.to_owned(),
+            device_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a block device that is mounted or held by RAID, LVM or device-mapper, or one of
+/// whose partitions is; returns its kernel name (`sdb`).
+pub fn check_not_in_use(device: &Path) -> Result<String, Error> {
     let inspect = |source| Error::Inspect {
         device: device.to_owned(),
         source,
@@ -217,23 +244,7 @@ fn check_device(device: &Path, image_bytes: u64, yes: bool) -> Result<(), Error>
             });
         }
     }
-    let sectors = std::fs::read_to_string(sys.join("size")).map_err(inspect)?;
-    // /sys/class/block/*/size counts 512-byte sectors whatever the device's sector size.
-    let device_bytes = sectors.trim().parse::<u64>().unwrap_or(0) * 512;
-    if device_bytes < image_bytes {
-        return Err(Error::TooSmall {
-            device: device.to_owned(),
-            device_bytes,
-            image_bytes,
-        });
-    }
-    if !yes {
-        return Err(Error::NotConfirmed {
-            device: device.to_owned(),
-            device_bytes,
-        });
-    }
-    Ok(())
+    Ok(name)
 }
 
 /// Names in a directory, sorted; a missing directory is empty.

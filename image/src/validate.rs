@@ -506,9 +506,10 @@ pub fn check_rootfs(path: &Path) -> Result<RootfsKind, Error> {
     }
 }
 
-/// Validates the cluster configuration directory with the same code `/init` uses at boot.
-pub fn check_config(dir: &Path) -> Result<(), Error> {
-    pxen::config::check_dir(dir).map_err(|errors| Error::Config {
+/// Validates the cluster configuration directory with the same code `/init` uses at boot, and
+/// returns it (the image's identity names its cluster).
+pub fn load_config(dir: &Path) -> Result<pxen::config::Cluster, Error> {
+    pxen::config::load_dir(dir).map_err(|errors| Error::Config {
         dir: dir.to_owned(),
         errors: errors.to_string(),
     })

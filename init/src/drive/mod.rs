@@ -3,6 +3,21 @@
 //! Block devices appear asynchronously once the USB drivers are loaded, so the search waits for
 //! the drive with a deadline, looking again each time the set of block devices has had a
 //! moment to change. The drive is only ever mounted read-only here.
+//!
+//! Whether the drive is the cluster's genuine source drive is decided from what mkimage
+//! wrote on it and what the device it is on says of itself:
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | [`identity`] | `pxen/identity.ron`: the cluster, the drive's ID, the boot files' hashes, the binding to a device |
+//! | [`manifest`] | hashing the boot files and checking them against the identity's manifest |
+//! | [`device`] | the device facts a binding records: the disk of a partition, its hardware serial, the partition UUID |
+//! | [`classify`] | genuine, unbound, clone, corrupted, foreign, absent: the pure decision, its console banner, and binding |
+
+pub mod classify;
+pub mod device;
+pub mod identity;
+pub mod manifest;
 
 use std::fs::File;
 use std::io::Read;
