@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+pub mod stamp;
+
 /// The volume label mkimage gives the drive's FAT partition.
 pub const LABEL: &str = "PXEN";
 
