@@ -22,6 +22,7 @@ use crate::identity::{self, Naming};
 use crate::logger::{self, phase};
 use crate::net::dhcp::{self, ClientConfig, Lease};
 use crate::net::link;
+use crate::serve::announce::watch::WatchConfig;
 use crate::serve::service::ServiceConfig;
 use crate::serve::supervise::{self, Supervisor};
 use crate::{drive, handoff, modules, mounts, rootfs};
@@ -283,6 +284,8 @@ fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
             interface: None,
             wake: cluster.wake_macs(),
             wake_interface: Some(nic),
+            identity: None,
+            announce: WatchConfig::default(),
         })
     };
     supervise::spawn(Path::new(DRIVE_COPY), prepare)

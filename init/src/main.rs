@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pxen::report::{client, local};
+use pxen::serve::announce::watch::WatchConfig;
+use pxen::serve::announce::{ANNOUNCE_PORT, DEFAULT_SETTLE};
 use pxen::serve::service::{self, ServiceConfig};
 use pxen::{boot, config, identity, logger};
 
@@ -21,10 +23,13 @@ commands:
   config secret        print a fresh random cluster secret
   serve --root DIR --listen IP [--config DIR] [--http-port N] [--tftp-port N]
         [--dhcp-port N --pxe-port N | --no-proxydhcp] [--interface IF]
+        [--announce-port N] [--settle SECONDS]
                        run the boot service (proxyDHCP, TFTP, HTTP) for the boot files in DIR
                        (a PXEN drive's files), announcing IP; the configuration appended to
                        the served initramfs is DIR/config unless --config names another;
-                       ports default to 80, 69, 67 and 4011
+                       ports default to 80, 69, 67 and 4011. It first listens for other PXEN
+                       boot servers on UDP --announce-port (7911) for --settle seconds (6),
+                       serves only if none has precedence, and exits when it stands down
   hostname [--sys DIR] [--config DIR]
                        print the hostname PXEN gives this machine, and why
   report [--server URL] [--config DIR] [--deadline SECONDS]
@@ -151,6 +156,8 @@ fn serve(words: &[&str]) -> Result<(), String> {
         "--pxe-port",
         "--no-proxydhcp",
         "--interface",
+        "--announce-port",
+        "--settle",
     ];
     let options = options(words, &["--no-proxydhcp"])?;
     if let Some(unknown) = options.keys().find(|k| !KNOWN.contains(k)) {
@@ -174,6 +181,16 @@ fn serve(words: &[&str]) -> Result<(), String> {
             port(&options, "--pxe-port", 4011)?,
         )),
     };
+    let settle = match options.get("--settle") {
+        None => DEFAULT_SETTLE,
+        Some(text) => text
+            .parse()
+            .ok()
+            .and_then(|seconds: f64| Duration::try_from_secs_f64(seconds).ok())
+            .ok_or_else(|| {
+                format!("--settle takes a number of seconds (0 or more), not `{text}`")
+            })?,
+    };
     let service_config = ServiceConfig {
         root,
         config_dir,
@@ -186,11 +203,21 @@ fn serve(words: &[&str]) -> Result<(), String> {
         proxydhcp_ports,
         interface: options.get("--interface").map(|s| s.to_string()),
         wake_interface: options.get("--interface").map(|s| s.to_string()),
+        identity: None,
+        announce: WatchConfig {
+            port: port(&options, "--announce-port", ANNOUNCE_PORT)?,
+            interface: options.get("--interface").map(|s| s.to_string()),
+            settle,
+            ..WatchConfig::default()
+        },
     };
-    let _service = service::start(&service_config).map_err(|e| e.to_string())?;
-    // The servers run on their own threads until the process is stopped.
+    let service = service::start(&service_config).map_err(|e| e.to_string())?;
+    // The servers run on their own threads until the process is stopped, or until another
+    // boot server makes this one stand down.
     loop {
-        std::thread::park();
+        if let Some(why) = service.wait_stood_down(Duration::from_secs(3600)) {
+            return Err(format!("the boot service stood down: {why}"));
+        }
     }
 }
 

@@ -61,6 +61,14 @@ fn start_server(root: &Path, http: u16, tftp: u16, dhcp: u16, pxe: u16) -> Serve
             "--pxe-port",
             &pxe.to_string(),
         ])
+        // A port of its own, so the tests' servers (of different clusters) do not hear each
+        // other, and a short probe.
+        .args([
+            "--announce-port",
+            &free_udp_port().to_string(),
+            "--settle",
+            "0.5",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .expect("the pxen binary runs");

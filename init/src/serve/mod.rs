@@ -2,6 +2,7 @@
 //! host0, TFTP and HTTP serve them the boot files, the hosts report when their dom0 is up, and
 //! the status page shows them.
 
+pub mod announce;
 pub mod bootfiles;
 pub mod files;
 pub mod http;
