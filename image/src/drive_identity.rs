@@ -155,7 +155,7 @@ pub fn write_new(image: &Path, new: &NewIdentity) -> Result<DriveIdentity, Error
     let manifest = manifest_of(&fs, image)?;
     let unbound = DriveIdentity {
         format: identity::FORMAT,
-        cluster_id: identity::cluster_id(&new.secret),
+        cluster_id: pxen::config::cluster_id(&new.secret),
         cluster_name: new.cluster_name.clone(),
         drive_id: new.drive_id.clone(),
         created: new.created,
@@ -447,7 +447,7 @@ mod tests {
         let read_back = identity_of(&image);
         assert_eq!(read_back, written);
         assert_eq!(read_back.binding, Binding::Unbound);
-        assert_eq!(read_back.cluster_id, identity::cluster_id(SECRET));
+        assert_eq!(read_back.cluster_id, pxen::config::cluster_id(SECRET));
         assert_eq!(read_back.drive_id, DRIVE);
         let files = files_of(&image);
         let names: Vec<&String> = read_back.manifest.keys().collect();

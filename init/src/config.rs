@@ -104,6 +104,26 @@ fn default_cluster_file(secret: &str) -> (&'static str, String) {
     )
 }
 
+/// Prefixes the secret when its hash makes the cluster ID, so the ID is no hash of the secret
+/// usable elsewhere.
+const CLUSTER_ID_TAG: &[u8] = b"pxen cluster id\0";
+
+/// The cluster ID of the cluster with this secret: the first 16 bytes of
+/// SHA-256(`"pxen cluster id\0"` + secret), as 32 lowercase hex digits. Stable for a cluster,
+/// the same on every host, and it reveals nothing of the secret. Drive identities and boot
+/// server announcements carry it.
+pub fn cluster_id(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(CLUSTER_ID_TAG)
+        .chain_update(secret.as_bytes())
+        .finalize();
+    digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// A fresh cluster secret: 32 random bytes from the kernel, as 64 hex digits.
 pub fn generate_secret() -> String {
     let mut bytes = [0u8; 32];
@@ -414,6 +434,20 @@ mod tests {
             Cluster::builtin_default().secret,
             "every default gets its own secret"
         );
+    }
+
+    #[test]
+    fn the_cluster_id_is_a_stable_tagged_hash_of_the_secret() {
+        assert_eq!(cluster_id("abc"), "41d8665740cfa7140f8206c8fdd98891");
+        assert_eq!(cluster_id("abc"), cluster_id("abc"));
+        assert_ne!(cluster_id("abc"), cluster_id("abd"));
+        // The tag makes it differ from a plain SHA-256 of the secret.
+        use sha2::{Digest, Sha256};
+        let plain: String = Sha256::digest(b"abc")[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(cluster_id("abc"), plain);
     }
 
     #[test]

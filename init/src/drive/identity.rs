@@ -13,7 +13,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Where the identity is, relative to the root of the drive's FAT partition.
 pub const IDENTITY_FILE: &str = "pxen/identity.ron";
@@ -43,9 +42,6 @@ pub const ID_HEX_DIGITS: usize = 32;
 
 /// Hex digits in a SHA-256 digest.
 pub const SHA256_HEX_DIGITS: usize = 64;
-
-/// What distinguishes a cluster ID's hash from any other SHA-256 of the secret.
-const CLUSTER_ID_TAG: &[u8] = b"pxen cluster id\0";
 
 /// The identity of a PXEN drive, as `pxen/identity.ron` holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,16 +308,6 @@ pub fn render(identity: &DriveIdentity) -> String {
     format!("{text}\n")
 }
 
-/// The cluster ID of a configuration's secret: the first 16 bytes (32 lowercase hex digits)
-/// of SHA-256(`"pxen cluster id\0"` + secret). Stable for a cluster, and reveals nothing of
-/// the secret.
-pub fn cluster_id(secret: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(CLUSTER_ID_TAG);
-    hasher.update(secret.as_bytes());
-    hex(&hasher.finalize()[..ID_HEX_DIGITS / 2])
-}
-
 /// A new random drive ID: 16 bytes from the kernel's random source as 32 hex digits (the
 /// first half of [`crate::config::generate_secret`]'s 32 random bytes).
 pub fn new_drive_id() -> String {
@@ -499,17 +485,6 @@ mod tests {
             parse(Path::new("x"), &text),
             Err(IdentityError::Syntax { .. })
         ));
-    }
-
-    #[test]
-    fn cluster_id_is_stable_short_and_depends_on_the_secret() {
-        let id = cluster_id("a long enough cluster secret");
-        assert_eq!(id, cluster_id("a long enough cluster secret"));
-        assert!(is_lower_hex(&id, ID_HEX_DIGITS), "{id}");
-        assert_ne!(id, cluster_id("another long cluster secret"));
-        // The tag makes it differ from a plain SHA-256 of the secret.
-        let plain = hex(&Sha256::digest(b"a long enough cluster secret")[..16]);
-        assert_ne!(id, plain);
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! | [`manifest`] | hashing the boot files and checking them against the identity's manifest |
 //! | [`device`] | the device facts a binding records: the disk of a partition, its hardware serial, the partition UUID |
 //! | [`classify`] | genuine, unbound, clone, corrupted, foreign, absent: the pure decision, its console banner, and binding |
+//! | [`stamp`] | `pxen/stamp.ron`: the chained stamp host0 writes at every boot, crash-safe with a backup |
 
 pub mod classify;
 pub mod device;
 pub mod identity;
 pub mod manifest;
+pub mod stamp;
 
 use std::fs::File;
 use std::io::Read;
@@ -25,8 +27,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-
-pub mod stamp;
 
 /// The volume label mkimage gives the drive's FAT partition.
 pub const LABEL: &str = "PXEN";

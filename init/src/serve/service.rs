@@ -21,7 +21,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::announce::watch::{self, Order, WatchConfig, WatchError, WatchHandle};
-use super::announce::wire::{cluster_id, Announcement};
+use super::announce::wire::Announcement;
 use super::announce::{random_server_id, ServerIdentity};
 use super::bootfiles::{BootFiles, BootFilesError};
 use super::files::FileSource;
@@ -33,7 +33,7 @@ use super::proxydhcp::server::{
 };
 use super::reports::ReportRoute;
 use super::tftp::{self, TftpConfig, TftpEvent, TftpHandle};
-use crate::config::Cluster;
+use crate::config::{cluster_id, Cluster};
 use crate::net::mac::MacAddr;
 use crate::rand::random_seed;
 use crate::report::client::REPORT_PATH;

@@ -228,8 +228,9 @@ fn lost(reason: &Reason) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::cluster_id;
     use crate::rand::XorShift;
-    use crate::serve::announce::wire::{cluster_id, tests::SECRET};
+    use crate::serve::announce::wire::tests::SECRET;
     use std::net::Ipv4Addr;
 
     const LOW_DRIVE: &str = "10000000000000000000000000000000";

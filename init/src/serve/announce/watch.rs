@@ -521,7 +521,7 @@ fn jittered(interval: Duration, jitter: f64, rng: &mut XorShift) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::announce::wire::cluster_id;
+    use crate::config::cluster_id;
     use crate::serve::announce::wire::tests::SECRET;
 
     const LOW_DRIVE: &str = "10000000000000000000000000000000";

@@ -31,7 +31,6 @@
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::report::wire::{self as report_wire, AuthError};
 
@@ -49,7 +48,6 @@ pub const SERVER_ID_LEN: usize = 16;
 /// The protocol name before the version in the header line.
 const PROTOCOL: &str = "PXEN-ANNOUNCE/";
 /// What the cluster ID hashes before the secret, so it is no other hash of the secret.
-const CLUSTER_ID_CONTEXT: &[u8] = b"pxen cluster id\0";
 /// Characters of a bad value quoted in an error.
 const EXCERPT_CHARS: usize = 40;
 
@@ -170,20 +168,6 @@ impl Announcement {
         check_hex("drive_id", &self.drive_id, DRIVE_ID_LEN)?;
         check_hex("server_id", &self.server_id, SERVER_ID_LEN)
     }
-}
-
-/// The cluster ID of the cluster with this secret: the first 16 bytes of
-/// SHA-256(`"pxen cluster id\0"` + secret), as 32 lower-case hex digits. Stable for a
-/// cluster, the same on every host, and it reveals nothing of the secret.
-pub fn cluster_id(secret: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(CLUSTER_ID_CONTEXT)
-        .chain_update(secret.as_bytes())
-        .finalize();
-    digest[..CLUSTER_ID_LEN / 2]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 /// The datagram announcing `announcement`, signed with `secret`.
@@ -330,6 +314,7 @@ fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::config::cluster_id;
     use crate::rand::XorShift;
 
     pub(crate) const SECRET: &str = "announce-test-secret-0123";
