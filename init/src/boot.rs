@@ -17,12 +17,15 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::cmdline::{self, BootParams, BootSource};
 use crate::config::{self, Cluster};
+use crate::drive::classify::{self, Classification};
+use crate::drive::source;
 use crate::handoff::dom0;
 use crate::identity::{self, Naming};
 use crate::logger::{self, phase};
 use crate::net::dhcp::{self, ClientConfig, Lease};
 use crate::net::link;
 use crate::serve::announce::watch::WatchConfig;
+use crate::serve::announce::ServerIdentity;
 use crate::serve::service::ServiceConfig;
 use crate::serve::supervise::{self, Supervisor};
 use crate::{drive, handoff, modules, mounts, rootfs};
@@ -126,31 +129,26 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
             params.boot_source
         ),
     );
-    let (cluster, config_dir) = load_config(params);
+    let (cluster, config_dir, drive) = load_config(params);
 
     phase("identity", "naming this host");
-    let naming = name_host(&cluster);
+    let machine_ids = identity::read_machine_ids(Path::new("/sys"));
+    let naming = name_host(&cluster, &machine_ids);
     log::info!("hostname {}: {}", naming.hostname, naming.reason);
 
-    // Drive verification (proof that this is the genuine source drive) is not done yet: any
-    // host booted from a PXEN drive serves.
-    let supervisor =
-        if params.boot_source == BootSource::Usb && Path::new(DRIVE_COPY).join("config").is_dir() {
-            phase(
-                "serve",
-                "booted from the drive: this host is host0 and serves the others",
-            );
-            start_boot_service(&cluster, &naming.hostname)
-        } else {
-            None
-        };
+    phase("drive", "is this the cluster's genuine source drive?");
+    let server_identity = decide_role(drive.as_ref(), &cluster, &machine_ids);
+    let supervisor = server_identity.map(|server| {
+        phase("serve", "this host is host0 and serves the others");
+        start_boot_service(&cluster, &naming.hostname, server)
+    });
 
     phase("rootfs", "copying the root filesystem into RAM");
     let new_root = Path::new(NEW_ROOT);
     copy_rootfs_to_ram(new_root)?;
     handoff::write_identity(new_root, &naming.hostname)?;
     prepare_dom0(new_root, config_dir.as_deref());
-    if let Some(supervisor) = supervisor {
+    if let Some(Some(supervisor)) = supervisor {
         // The supervisor reads /sys while it brings up the network; the handoff moves it.
         if !supervisor.wait_ready(NETWORK_WAIT) {
             log::warn!("boot service: still preparing after {NETWORK_WAIT:?}; handing off anyway");
@@ -207,14 +205,58 @@ fn prepare_dom0(new_root: &Path, config_dir: Option<&Path>) {
     }
 }
 
-/// The configuration for this boot, and the directory it was read from. A missing or broken
-/// configuration is never fatal: the host boots with the built-in default and says so loudly,
-/// because a host that is up can be fixed over the network and one that is down cannot.
-fn load_config(params: &BootParams) -> (Cluster, Option<PathBuf>) {
+/// Decides whether this host is host0, from the drive it booted from (`None` on a network
+/// boot), and prints the one banner line that says so and why. For host0, writes the
+/// drive's binding (at its first boot) and its stamp, and returns what its boot service
+/// announces. Any failure makes this host an ordinary host, loudly: there is never a host0
+/// without proof.
+fn decide_role(
+    drive: Option<&source::Candidate>,
+    cluster: &Cluster,
+    machine_ids: &identity::MachineIds,
+) -> Option<ServerIdentity> {
+    let Some(drive) = drive else {
+        log::info!("{}", classify::banner(&Classification::Absent));
+        return None;
+    };
+    let classification = source::verify(drive, Path::new(DRIVE_COPY), &cluster.secret);
+    let banner = classify::banner(&classification);
+    let (true, Ok(drive_identity)) = (classify::is_host0(&classification), &drive.identity) else {
+        log::warn!("{banner}");
+        return None;
+    };
+    let serial =
+        identity::choose_id(machine_ids).map_or_else(|| "unknown".to_string(), |id| id.value);
+    let by = format!("first boot as host0, on the machine {serial}");
+    match source::commit_host0(drive, drive_identity, Path::new(DRIVE_MOUNT), &serial, &by) {
+        Ok(committed) => {
+            log::info!("{banner}, stamp #{}", committed.stamp.counter);
+            Some(ServerIdentity {
+                drive_id: committed.identity.drive_id,
+                stamp_counter: committed.stamp.counter,
+                stamp_time: committed.stamp.time,
+            })
+        }
+        Err(e) => {
+            log::error!("{banner}, but: {e}");
+            log::error!("PXEN: hostU — the drive could not record this boot as host0's; check that it is not write-protected or failing");
+            None
+        }
+    }
+}
+
+/// The configuration for this boot, the directory it was read from, and on a USB boot the
+/// drive. A missing or broken configuration is never fatal: the host boots with the built-in
+/// default and says so loudly, because a host that is up can be fixed over the network and
+/// one that is down cannot.
+fn load_config(params: &BootParams) -> (Cluster, Option<PathBuf>, Option<source::Candidate>) {
+    let mut drive = None;
     let loaded = match params.boot_source {
         // The RAM copy, which outlives the drive's mount.
-        BootSource::Usb => config_from_drive(params.drive_wait)
-            .map(|cluster| (cluster, Path::new(DRIVE_COPY).join("config"))),
+        BootSource::Usb => config_from_drive(params).map(|(cluster, candidate)| {
+            drive = Some(candidate);
+            (cluster, Path::new(DRIVE_COPY).join("config"))
+        }),
         BootSource::Net if Path::new(INITRAMFS_CONFIG).exists() => {
             config::load_dir(Path::new(INITRAMFS_CONFIG))
                 .map(|cluster| (cluster, PathBuf::from(INITRAMFS_CONFIG)))
@@ -229,7 +271,7 @@ fn load_config(params: &BootParams) -> (Cluster, Option<PathBuf>) {
                 cluster.name,
                 cluster.hosts.len()
             );
-            (cluster, dir.is_dir().then_some(dir))
+            (cluster, dir.is_dir().then_some(dir), drive)
         }
         Err(why) => {
             log::warn!("************************************************************");
@@ -238,17 +280,21 @@ fn load_config(params: &BootParams) -> (Cluster, Option<PathBuf>) {
             for line in why.lines() {
                 log::warn!("{line}");
             }
-            (Cluster::builtin_default(), None)
+            (Cluster::builtin_default(), None, drive)
         }
     }
 }
 
-/// Reads `config/` from the flash drive this host booted from.
-fn config_from_drive(wait: Duration) -> Result<Cluster, String> {
-    let device =
-        drive::find(Path::new("/sys"), Path::new("/dev"), wait).map_err(|e| e.to_string())?;
-    log::info!("flash drive: {}", device.display());
+/// Finds the flash drive this host booted from, copies it into RAM and reads its `config/`.
+fn config_from_drive(params: &BootParams) -> Result<(Cluster, source::Candidate), String> {
+    let (sys, dev) = (Path::new("/sys"), Path::new("/dev"));
     let mount_point = Path::new(DRIVE_MOUNT);
+    let partitions = drive::find_all(sys, dev, params.drive_wait).map_err(|e| e.to_string())?;
+    let candidates = source::survey(&partitions, sys, dev, mount_point);
+    let chosen =
+        source::choose(candidates, params.drive.as_deref()).ok_or("no PXEN drive could be read")?;
+    let device = chosen.partition.clone();
+    log::info!("flash drive: {}", device.display());
     drive::mount_readonly(&device, mount_point).map_err(|e| e.to_string())?;
     match drive::copy_to_ram(mount_point, Path::new(DRIVE_COPY)) {
         Ok(bytes) => log::info!(
@@ -259,13 +305,17 @@ fn config_from_drive(wait: Duration) -> Result<Cluster, String> {
     }
     let loaded = config::load_dir(&mount_point.join("config")).map_err(|e| e.to_string());
     drive::unmount(mount_point);
-    loaded
+    loaded.map(|cluster| (cluster, chosen))
 }
 
 /// host0: starts the boot service's supervisor, which brings up the network and serves while
 /// this process goes on with the boot. A failure is loud but not fatal: the host boots on as
 /// an ordinary host.
-fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
+fn start_boot_service(
+    cluster: &Cluster,
+    hostname: &str,
+    server: ServerIdentity,
+) -> Option<Supervisor> {
     let prepare = || {
         let (nic, lease) = network_up(hostname)
             .map_err(|why| log::error!("host0 cannot serve the cluster: {why}"))
@@ -284,7 +334,7 @@ fn start_boot_service(cluster: &Cluster, hostname: &str) -> Option<Supervisor> {
             interface: None,
             wake: cluster.wake_macs(),
             wake_interface: Some(nic),
-            identity: None,
+            identity: Some(server),
             announce: WatchConfig::default(),
         })
     };
@@ -318,9 +368,8 @@ fn network_up(hostname: &str) -> Result<(String, Lease), String> {
 }
 
 /// The hostname, or a fixed fallback when the machine has no usable ID at all.
-fn name_host(cluster: &Cluster) -> Naming {
-    let ids = identity::read_machine_ids(Path::new("/sys"));
-    identity::name_machine(cluster, &ids).unwrap_or_else(|| Naming {
+fn name_host(cluster: &Cluster, ids: &identity::MachineIds) -> Naming {
+    identity::name_machine(cluster, ids).unwrap_or_else(|| Naming {
         hostname: format!("{}-unidentified", cluster.hostname_prefix),
         reason: "this machine has no usable serial, UUID or MAC address; list it in the \
                  configuration by another ID, or fix its firmware's DMI data"

@@ -33,6 +33,9 @@ pub struct BootParams {
     /// host0's HTTP server, `http://ADDRESS:PORT`, on a network boot (`pxen.server=`, written
     /// by host0 into the boot menu it serves).
     pub server: Option<String>,
+    /// The drive ID of the flash drive whose boot menu started this boot (`pxen.drive=`,
+    /// written by mkimage), to find it among several plugged-in drives.
+    pub drive: Option<String>,
 }
 
 impl Default for BootParams {
@@ -44,6 +47,7 @@ impl Default for BootParams {
             drive_wait: Duration::from_secs(20),
             debug: false,
             server: None,
+            drive: None,
         }
     }
 }
@@ -91,6 +95,10 @@ fn apply(params: &mut BootParams, word: &str) -> Result<(), &'static str> {
         "pxen.debug" => params.debug = true,
         "pxen.server" if value.starts_with("http://") => params.server = Some(value.to_string()),
         "pxen.server" => return Err("host0's HTTP server, http://ADDRESS:PORT"),
+        "pxen.drive" if value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            params.drive = Some(value.to_ascii_lowercase())
+        }
+        "pxen.drive" => return Err("the drive ID of pxen/identity.ron, 32 hex digits"),
         _ => {}
     }
     Ok(())
@@ -116,7 +124,8 @@ mod tests {
     fn reads_every_parameter_and_ignores_foreign_words() {
         let (params, bad) = parse(
             "console=hvc0 init=/lib/systemd/systemd pxen.boot=usb pxen.reboot_delay=5 \
-             pxen.drive_wait=3 quiet pxen.debug pxen.server=http://10.0.0.1:80",
+             pxen.drive_wait=3 quiet pxen.debug pxen.server=http://10.0.0.1:80 \
+             pxen.drive=9C1E0000000000000000000000000001",
         );
         assert!(bad.is_empty());
         assert_eq!(params.init, PathBuf::from("/lib/systemd/systemd"));
@@ -125,12 +134,16 @@ mod tests {
         assert_eq!(params.drive_wait, Duration::from_secs(3));
         assert!(params.debug);
         assert_eq!(params.server.as_deref(), Some("http://10.0.0.1:80"));
+        assert_eq!(
+            params.drive.as_deref(),
+            Some("9c1e0000000000000000000000000001")
+        );
     }
 
     #[test]
     fn bad_values_keep_defaults_and_are_reported() {
         let (params, bad) =
-            parse("init=sbin/init pxen.boot=cdrom pxen.reboot_delay=soon pxen.server=10.0.0.1");
+            parse("init=sbin/init pxen.boot=cdrom pxen.reboot_delay=soon pxen.server=10.0.0.1 pxen.drive=xyz");
         assert_eq!(params, BootParams::default());
         let words: Vec<_> = bad.iter().map(|b| b.word.as_str()).collect();
         assert_eq!(
@@ -139,7 +152,8 @@ mod tests {
                 "init=sbin/init",
                 "pxen.boot=cdrom",
                 "pxen.reboot_delay=soon",
-                "pxen.server=10.0.0.1"
+                "pxen.server=10.0.0.1",
+                "pxen.drive=xyz"
             ]
         );
         assert!(bad[1].to_string().contains("usb or net"));

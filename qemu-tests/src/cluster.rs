@@ -42,7 +42,8 @@ pub struct HostSpec {
     pub memory_mib: u64,
 }
 
-/// The USB stick host0 boots from.
+/// A USB stick a machine of the cluster boots from (a snapshot of the image: the file is
+/// never modified).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stick {
     /// The image file (never modified).
@@ -88,7 +89,7 @@ pub enum ClusterError {
     /// No host or test port has this name.
     #[error("the cluster has no {what} named {name:?}")]
     Unknown {
-        /// "hostU" or "test port".
+        /// "hostU", "USB host" or "test port".
         what: &'static str,
         /// The name asked for.
         name: String,
@@ -133,6 +134,7 @@ pub struct ClusterBuilder {
     log_dir: PathBuf,
     host0: Option<(HostSpec, Stick)>,
     hostus: Vec<HostSpec>,
+    usb_hosts: Vec<HostSpec>,
     test_ports: Vec<String>,
     seed: u64,
     echo_console: bool,
@@ -145,6 +147,7 @@ impl ClusterBuilder {
             log_dir: log_dir.to_path_buf(),
             host0: None,
             hostus: Vec::new(),
+            usb_hosts: Vec::new(),
             test_ports: Vec::new(),
             seed: 1,
             echo_console: false,
@@ -160,6 +163,13 @@ impl ClusterBuilder {
     /// A hostU: defined, powered off, booted from the network once woken.
     pub fn hostu(mut self, spec: HostSpec) -> ClusterBuilder {
         self.hostus.push(spec);
+        self
+    }
+
+    /// A machine on the LAN that boots from a USB stick when the test powers it on
+    /// ([`Cluster::power_on_usb`]): a would-be host0 beside the real one.
+    pub fn usb_host(mut self, spec: HostSpec) -> ClusterBuilder {
+        self.usb_hosts.push(spec);
         self
     }
 
@@ -213,6 +223,11 @@ impl ClusterBuilder {
             .iter()
             .map(|h| switch.add_port(&h.name))
             .collect();
+        let usb_ports: Vec<PortId> = self
+            .usb_hosts
+            .iter()
+            .map(|h| switch.add_port(&h.name))
+            .collect();
         let test_ports: HashMap<String, PortId> = self
             .test_ports
             .iter()
@@ -254,6 +269,21 @@ impl ClusterBuilder {
             host0_mac: None,
             host0_serial: None,
             test_ports,
+            usb_hosts: self
+                .usb_hosts
+                .iter()
+                .zip(usb_ports)
+                .map(|(spec, port)| {
+                    let config = self.machine_config(spec, Boot::Network, &switch, port);
+                    (
+                        spec.name.clone(),
+                        UsbHost {
+                            config,
+                            machine: None,
+                        },
+                    )
+                })
+                .collect(),
             _lan: lan,
             switch,
             _sockets: sockets,
@@ -262,6 +292,7 @@ impl ClusterBuilder {
             let boot = Boot::UsbStick {
                 image: stick.image.clone(),
                 usb_serial: stick.usb_serial.clone(),
+                persistent: false,
             };
             let config = self.machine_config(spec, boot, &cluster.switch, port);
             cluster.host0_mac = Some(spec.mac);
@@ -432,6 +463,7 @@ pub struct Cluster {
     host0_mac: Option<MacAddr>,
     host0_serial: Option<String>,
     test_ports: HashMap<String, PortId>,
+    usb_hosts: HashMap<String, UsbHost>,
     // Dropped in this order, after Drop has stopped the machines: the DHCP server, then the
     // switch, then the sockets' directory.
     _lan: Lan,
@@ -451,6 +483,30 @@ impl Cluster {
     /// The switch.
     pub fn switch(&self) -> &Switch {
         &self.switch
+    }
+
+    /// Powers on USB host `name` (see [`ClusterBuilder::usb_host`]), booting from `stick`.
+    pub fn power_on_usb(&mut self, name: &str, stick: &Stick) -> Result<(), ClusterError> {
+        let host = self
+            .usb_hosts
+            .get_mut(name)
+            .ok_or_else(|| ClusterError::Unknown {
+                what: "USB host",
+                name: name.to_string(),
+            })?;
+        let mut config = host.config.clone();
+        config.boot = Boot::UsbStick {
+            image: stick.image.clone(),
+            usb_serial: stick.usb_serial.clone(),
+            persistent: false,
+        };
+        host.machine = Some(Machine::start(&config)?);
+        Ok(())
+    }
+
+    /// USB host `name`'s machine, once powered on.
+    pub fn usb_host(&mut self, name: &str) -> Option<&mut Machine> {
+        self.usb_hosts.get_mut(name)?.machine.as_mut()
     }
 
     /// host0's machine, if the cluster has one.
@@ -609,8 +665,17 @@ impl Drop for Cluster {
         for slot in &self.shared.hostus {
             lock(&slot.state).machine.take();
         }
+        self.usb_hosts.clear();
         self.host0.take();
     }
+}
+
+/// A machine booted from a USB stick when the test says so.
+#[derive(Debug)]
+struct UsbHost {
+    /// Its configuration; the stick is given at power-on.
+    config: MachineConfig,
+    machine: Option<Machine>,
 }
 
 /// One host's line of the cluster timeline; times since the cluster started.

@@ -369,9 +369,8 @@ fn write_dhcp(f: &mut fmt::Formatter<'_>, name: &str, dhcp: Option<Dhcp>) -> fmt
     Ok(())
 }
 
-/// Frames built by hand, for the tests of this crate.
-#[cfg(test)]
-pub(crate) mod build {
+/// Frames built by hand, for tests: what a PXE client or another machine would send.
+pub mod build {
     use super::*;
 
     /// An Ethernet frame.
@@ -423,6 +422,22 @@ pub(crate) mod build {
         bootp.push(DHCP_OPTION_END);
         bootp
     }
+
+    /// A PXE client's whole DHCPDISCOVER frame, as a BIOS PXE ROM broadcasts it: Ethernet
+    /// hardware address `client`, transaction `xid`, option 60 `PXEClient` (x86 BIOS).
+    pub fn pxe_discover(client: MacAddr, xid: u32) -> Vec<u8> {
+        let mut bootp = dhcp(1, true, Ipv4Addr::UNSPECIFIED);
+        bootp[1] = 1; // htype: Ethernet
+        bootp[2] = 6; // hlen
+        bootp[4..8].copy_from_slice(&xid.to_be_bytes());
+        bootp[10] = 0x80; // flags: broadcast the answer (the client has no address)
+        bootp[28..34].copy_from_slice(&client.octets());
+        udp(
+            (client, Ipv4Addr::UNSPECIFIED, 68),
+            (MacAddr::BROADCAST, Ipv4Addr::BROADCAST, 67),
+            &bootp,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -438,6 +453,21 @@ mod tests {
 
     fn summary(frame: &[u8]) -> FrameSummary {
         FrameSummary::parse(frame).expect("an Ethernet header")
+    }
+
+    #[test]
+    fn a_pxe_discover_is_an_ethernet_pxe_client_broadcast() {
+        let frame = pxe_discover(CLIENT, 7);
+        let summary = summary(&frame);
+        assert_eq!((summary.src, summary.dst), (CLIENT, MacAddr::BROADCAST));
+        let dhcp = summary.dhcp().expect("a DHCP message");
+        assert_eq!(dhcp.message_type, DhcpType::Discover);
+        assert!(dhcp.pxe);
+        let bootp = &frame[14 + 20 + 8..];
+        assert_eq!((bootp[1], bootp[2]), (1, 6));
+        assert_eq!(&bootp[28..34], &CLIENT.octets());
+        let parsed = pxen::serve::proxydhcp::wire::parse(bootp).expect("a DHCP message");
+        assert_eq!(parsed.xid(), 7);
     }
 
     #[test]

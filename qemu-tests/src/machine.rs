@@ -58,13 +58,16 @@ pub const XEN_INPUT_TO_DOM0: &str = "Serial input to DOM0";
 /// What the machine boots from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Boot {
-    /// A PXEN image as a USB stick on an xHCI controller, booted by the BIOS. The image file
-    /// is never modified: QEMU writes to a temporary snapshot (`snapshot=on`).
+    /// A PXEN image as a USB stick on an xHCI controller, booted by the BIOS.
     UsbStick {
         /// The raw image file.
         image: PathBuf,
         /// The stick's USB hardware serial number, visible to the guest.
         usb_serial: String,
+        /// Whether the guest's writes reach the image file, as on a real stick (what host0
+        /// writes to its drive, kept for the next boot). Otherwise the image file is never
+        /// modified: QEMU writes to a temporary snapshot (`snapshot=on`).
+        persistent: bool,
     },
     /// Xen and a dom0 kernel loaded directly by QEMU's multiboot loader, without firmware or
     /// bootloader: for testing the harness itself.
@@ -397,13 +400,18 @@ fn nic_args(nics: &[Nic]) -> Vec<OsString> {
 
 fn boot_args(boot: &Boot) -> Vec<OsString> {
     match boot {
-        Boot::UsbStick { image, usb_serial } => vec![
+        Boot::UsbStick {
+            image,
+            usb_serial,
+            persistent,
+        } => vec![
             "-device".into(),
             "qemu-xhci,id=xhci".into(),
             "-drive".into(),
             format!(
-                "file={},if=none,id={USB_STICK_ID},format=raw,snapshot=on",
-                escape_option(&image.to_string_lossy())
+                "file={},if=none,id={USB_STICK_ID},format=raw,snapshot={}",
+                escape_option(&image.to_string_lossy()),
+                if *persistent { "off" } else { "on" }
             )
             .into(),
             "-device".into(),
@@ -937,6 +945,7 @@ mod tests {
         let args = args_of(&config(Boot::UsbStick {
             image: "/images/pxen.img".into(),
             usb_serial: "USB1".into(),
+            persistent: false,
         }));
         assert_eq!(value_of(&args, "-accel"), ["tcg"]);
         assert_eq!(value_of(&args, "-cpu"), ["Haswell-noTSX"]);
@@ -956,6 +965,15 @@ mod tests {
         assert!(args.contains(&"-no-reboot".to_string()));
         assert!(args.contains(&"-nodefaults".to_string()));
         assert!(!args.contains(&"-kernel".to_string()));
+        let persistent = args_of(&config(Boot::UsbStick {
+            image: "/images/pxen.img".into(),
+            usb_serial: "USB1".into(),
+            persistent: true,
+        }));
+        assert_eq!(
+            value_of(&persistent, "-drive"),
+            ["file=/images/pxen.img,if=none,id=stick,format=raw,snapshot=off"]
+        );
     }
 
     #[test]

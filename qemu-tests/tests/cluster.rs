@@ -5,13 +5,12 @@
 //! hostnames the configuration gives their serials (so the configuration reached them inside
 //! the initramfs host0 served).
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pxen::net::mac::MacAddr;
 use pxen_qemu_tests::cluster::{ClusterBuilder, HostSpec, Stick};
-use pxen_qemu_tests::image::PARTITION_OFFSET;
+use pxen_qemu_tests::image;
 
 /// Xen needs memory beside dom0's under QEMU.
 const XEN_HEADROOM_MIB: u64 = 512;
@@ -30,9 +29,6 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(300);
 /// host0's DMI serial, and the hostname the configuration gives it.
 const HOST0_SERIAL: &str = "PXT-H0-0001";
 const HOST0_HOSTNAME: &str = "host-zero";
-
-/// The cluster secret of the test configuration.
-const SECRET: &str = "qemu-cluster-secret-0123456789";
 
 const HOST0_MAC: MacAddr = MacAddr::new([0x52, 0x54, 0x00, 0x50, 0x00, 0x10]);
 const HOSTU: [(&str, [u8; 6], &str, &str); 2] = [
@@ -57,7 +53,7 @@ fn env(name: &str) -> String {
 
 /// The configuration an administrator writes for this cluster: host0 by its serial (no MAC:
 /// it is not woken), the hostUs with the MACs host0 wakes.
-fn cluster_config() -> String {
+fn cluster_config(secret: &str) -> String {
     let mut hosts = vec![format!(
         "        Host(serial: {HOST0_SERIAL:?}, hostname: {HOST0_HOSTNAME:?}),"
     )];
@@ -68,32 +64,31 @@ fn cluster_config() -> String {
         )
     }));
     format!(
-        "Cluster(\n    name: \"qemu-cluster\",\n    secret: \"{SECRET}\",\n    hosts: [\n{}\n    ],\n)\n",
+        "Cluster(\n    name: \"qemu-cluster\",\n    secret: \"{secret}\",\n    hosts: [\n{}\n    ],\n)\n",
         hosts.join("\n")
     )
 }
 
 /// A copy of the test image with `config` as its `config/cluster.ron`, written the way an
 /// administrator edits the drive (mtools, no mounting).
-fn image_with_config(image: &Path, work: &Path, config: &str) -> std::path::PathBuf {
+fn image_with_config(image: &Path, work: &Path, config: &str) -> PathBuf {
     let copy = work.join("cluster.img");
     std::fs::copy(image, &copy).expect("the test image can be copied");
     let ron = work.join("cluster.ron");
     std::fs::write(&ron, config).expect("the configuration can be written");
-    let status = Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-o")
-        .arg("-i")
-        .arg(format!("{}@@{PARTITION_OFFSET}", copy.display()))
-        .arg(&ron)
-        .arg("::/config/cluster.ron")
-        .status()
-        .expect("mcopy (mtools) runs");
-    assert!(
-        status.success(),
-        "mcopy could not write the configuration: {status}"
-    );
+    image::copy_in(&copy, &ron, "config/cluster.ron").expect("the configuration is written");
     copy
+}
+
+/// The cluster secret of the image's configuration: an administrator who edits the hosts
+/// keeps it (the drive's identity names the cluster by it).
+fn image_secret(image: &Path, work: &Path) -> String {
+    let ron = work.join("original.ron");
+    image::copy_out(image, "config/cluster.ron", &ron).expect("the image has a configuration");
+    let text = std::fs::read_to_string(&ron).expect("the configuration is text");
+    pxen::config::parse_cluster(&ron, &text)
+        .expect("the image's configuration is valid")
+        .secret
 }
 
 #[test]
@@ -104,10 +99,11 @@ fn host0_wakes_and_network_boots_the_cluster() {
         .expect("a number of MiB");
     let memory_mib = dom0_mem_mib + XEN_HEADROOM_MIB;
     let work = tempfile::tempdir().expect("a temporary directory");
+    let original = PathBuf::from(env("PXEN_TEST_IMAGE"));
     let image = image_with_config(
-        Path::new(&env("PXEN_TEST_IMAGE")),
+        &original,
         work.path(),
-        &cluster_config(),
+        &cluster_config(&image_secret(&original, work.path())),
     );
     let log_dir =
         std::env::var_os("PXEN_TEST_LOG_DIR").map_or_else(|| work.path().join("logs"), Into::into);

@@ -228,6 +228,7 @@ fn the_usb_stick_is_pulled_out_of_a_running_machine() {
         boot: Boot::UsbStick {
             image: stick,
             usb_serial: "STICK-1".into(),
+            persistent: false,
         },
         log_dir: work.path().join("logs"),
         echo_console: false,

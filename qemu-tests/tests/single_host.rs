@@ -50,6 +50,7 @@ fn boot(name: &str, serial: &str) -> Machine {
         boot: Boot::UsbStick {
             image: env("PXEN_TEST_IMAGE").into(),
             usb_serial: format!("USB-{name}"),
+            persistent: false,
         },
         log_dir,
         echo_console: false,

@@ -261,8 +261,8 @@ fn reason(classification: &Classification) -> String {
             drive_cluster,
             our_cluster,
         } => format!(
-            "FOREIGN: drive {} belongs to cluster {} but the configuration on it is cluster {}'s; \
-             put back the configuration the drive was made with, or rewrite the drive with ./mkimage --config DIR",
+            "FOREIGN: drive {} belongs to cluster {} but the secret in its configuration is cluster {}'s; \
+             put back the secret the drive was made with, or rewrite the drive with ./mkimage --config DIR",
             short(drive_id),
             short(drive_cluster),
             short(our_cluster)

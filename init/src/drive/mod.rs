@@ -2,7 +2,8 @@
 //!
 //! Block devices appear asynchronously once the USB drivers are loaded, so the search waits for
 //! the drive with a deadline, looking again each time the set of block devices has had a
-//! moment to change. The drive is only ever mounted read-only here.
+//! moment to change. It is mounted read-only, except for host0's two writes (its binding at the
+//! first boot and its stamp at every boot, see [`source`]).
 //!
 //! Whether the drive is the cluster's genuine source drive is decided from what mkimage
 //! wrote on it and what the device it is on says of itself:
@@ -13,12 +14,14 @@
 //! | [`manifest`] | hashing the boot files and checking them against the identity's manifest |
 //! | [`device`] | the device facts a binding records: the disk of a partition, its hardware serial, the partition UUID |
 //! | [`classify`] | genuine, unbound, clone, corrupted, foreign, absent: the pure decision, its console banner, and binding |
+//! | [`source`] | at boot: which drive this host booted from, its classification, host0's binding and stamp |
 //! | [`stamp`] | `pxen/stamp.ron`: the chained stamp host0 writes at every boot, crash-safe with a backup |
 
 pub mod classify;
 pub mod device;
 pub mod identity;
 pub mod manifest;
+pub mod source;
 pub mod stamp;
 
 use std::fs::File;
@@ -59,7 +62,7 @@ pub enum DriveError {
         source: std::io::Error,
     },
     /// The FAT file system could not be mounted.
-    #[error("cannot mount {device} (vfat, read-only) on {path}: {source}; the vfat and nls_cp437 kernel modules must be in the initramfs, or the file system is damaged (check it with fsck.vfat on another machine)")]
+    #[error("cannot mount {device} (vfat) on {path}: {source}; the vfat and nls_cp437 kernel modules must be in the initramfs, or the file system is damaged (check it with fsck.vfat on another machine)")]
     Mount {
         /// The partition.
         device: PathBuf,
@@ -127,21 +130,15 @@ fn read_first_sector(path: &Path) -> Option<Vec<u8>> {
     Some(sector)
 }
 
-/// Waits up to `wait` for a partition labelled PXEN and returns it. With several (two sticks
-/// plugged in), the first by device name is taken and the others are reported.
-pub fn find(sys: &Path, dev: &Path, wait: Duration) -> Result<PathBuf, DriveError> {
+/// Waits up to `wait` for partitions labelled PXEN and returns every one, by device name
+/// (several sticks may be plugged in: [`source::choose`] picks the one the host booted from).
+pub fn find_all(sys: &Path, dev: &Path, wait: Duration) -> Result<Vec<PathBuf>, DriveError> {
     let start = Instant::now();
     loop {
         let names = block_devices(sys);
         let found = labelled_devices(dev, &names);
-        if let Some(first) = found.first() {
-            if found.len() > 1 {
-                log::warn!(
-                    "several PXEN drives are plugged in: {found:?}; using {}",
-                    first.display()
-                );
-            }
-            return Ok(first.clone());
+        if !found.is_empty() {
+            return Ok(found);
         }
         if start.elapsed() >= wait {
             return Err(DriveError::NotFound {
@@ -156,11 +153,21 @@ pub fn find(sys: &Path, dev: &Path, wait: Duration) -> Result<PathBuf, DriveErro
 
 /// Mounts the drive's FAT partition read-only at `target`.
 pub fn mount_readonly(device: &Path, target: &Path) -> Result<(), DriveError> {
+    mount_vfat(device, target, MsFlags::MS_RDONLY)
+}
+
+/// Mounts the drive's FAT partition read-write at `target`, with every write synchronous:
+/// host0 writes only its stamp and binding, and a drive pulled right after must hold them.
+pub fn mount_readwrite(device: &Path, target: &Path) -> Result<(), DriveError> {
+    mount_vfat(device, target, MsFlags::MS_SYNCHRONOUS)
+}
+
+fn mount_vfat(device: &Path, target: &Path, mode: MsFlags) -> Result<(), DriveError> {
     std::fs::create_dir_all(target).map_err(|source| DriveError::MountPoint {
         path: target.to_path_buf(),
         source,
     })?;
-    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let flags = mode | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
         Some(device),
         target,
@@ -267,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_labelled_device_among_others() {
+    fn finds_every_labelled_device_among_others() {
         let root = tempfile::tempdir().unwrap();
         let sys = root.path().join("sys");
         let dev = root.path().join("dev");
@@ -276,15 +283,22 @@ mod tests {
             ("sda", vec![0u8; 512]),
             ("sdb1", fat32_sector(b"PXEN       ")),
             ("sdc1", fat32_sector(b"DATA       ")),
+            ("sdd1", fat32_sector(b"PXEN       ")),
         ] {
             std::fs::create_dir_all(sys.join("class/block").join(name)).unwrap();
             std::fs::write(dev.join(name), sector).unwrap();
         }
-        assert_eq!(find(&sys, &dev, Duration::ZERO).unwrap(), dev.join("sdb1"));
+        assert_eq!(
+            find_all(&sys, &dev, Duration::ZERO).unwrap(),
+            [dev.join("sdb1"), dev.join("sdd1")]
+        );
         std::fs::remove_file(dev.join("sdb1")).unwrap();
-        let error = find(&sys, &dev, Duration::ZERO).unwrap_err().to_string();
+        std::fs::remove_file(dev.join("sdd1")).unwrap();
+        let error = find_all(&sys, &dev, Duration::ZERO)
+            .unwrap_err()
+            .to_string();
         assert!(
-            error.contains("block devices seen: sda sdb1 sdc1"),
+            error.contains("block devices seen: sda sdb1 sdc1 sdd1"),
             "{error}"
         );
     }
