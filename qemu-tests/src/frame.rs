@@ -383,7 +383,8 @@ pub mod build {
         frame
     }
 
-    /// An IPv4/UDP frame (checksums zero, which UDP allows and the switch ignores).
+    /// An IPv4/UDP frame a real stack accepts: the IPv4 header checksum is computed, the UDP
+    /// checksum is zero (which IPv4 allows: "none").
     pub fn udp(
         (src_mac, src_ip, src_port): (MacAddr, Ipv4Addr, u16),
         (dst_mac, dst_ip, dst_port): (MacAddr, Ipv4Addr, u16),
@@ -394,12 +395,25 @@ pub mod build {
         ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
         ip.extend_from_slice(&src_ip.octets());
         ip.extend_from_slice(&dst_ip.octets());
+        let checksum = ipv4_header_checksum(&ip);
+        ip[10..12].copy_from_slice(&checksum.to_be_bytes());
         ip.extend_from_slice(&src_port.to_be_bytes());
         ip.extend_from_slice(&dst_port.to_be_bytes());
         ip.extend_from_slice(&udp_len.to_be_bytes());
         ip.extend_from_slice(&[0, 0]);
         ip.extend_from_slice(payload);
         ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, &ip)
+    }
+
+    /// The RFC 791 header checksum: the one's complement of the one's complement sum of the
+    /// header's 16-bit words (its checksum field zero).
+    pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
+        let sum: u32 = header
+            .chunks(2)
+            .map(|word| u32::from(u16::from_be_bytes([word[0], *word.get(1).unwrap_or(&0)])))
+            .sum();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        !u16::try_from((folded & 0xffff) + (folded >> 16)).unwrap_or(u16::MAX)
     }
 
     /// A DHCP message of `message_type`, with option 60 `PXEClient` when `pxe`.
@@ -453,6 +467,23 @@ mod tests {
 
     fn summary(frame: &[u8]) -> FrameSummary {
         FrameSummary::parse(frame).expect("an Ethernet header")
+    }
+
+    #[test]
+    fn ipv4_headers_carry_their_checksum() {
+        // A worked example with a known checksum (192.168.0.1 to 192.168.0.199, UDP): 0xb861.
+        let header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ipv4_header_checksum(&header), 0xb861);
+        let frame = pxe_discover(CLIENT, 1);
+        let ip = &frame[14..34];
+        assert_eq!(
+            ipv4_header_checksum(ip),
+            0,
+            "a header with its checksum sums to zero"
+        );
     }
 
     #[test]
