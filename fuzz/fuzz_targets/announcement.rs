@@ -5,10 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use pxen::config::cluster_id;
 use pxen::report::wire::sign;
-use pxen::serve::announce::wire::{
-    cluster_id, decode, encode, is_lower_hex, Heard, CLUSTER_ID_LEN, MAGIC,
-};
+use pxen::serve::announce::wire::{decode, encode, is_lower_hex, Heard, CLUSTER_ID_LEN, MAGIC};
 
 const SECRET: &str = "fuzzing secret of the cluster";
 

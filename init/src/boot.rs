@@ -138,6 +138,9 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
 
     phase("drive", "is this the cluster's genuine source drive?");
     let server_identity = decide_role(drive.as_ref(), &cluster, &machine_ids);
+    if let Err(e) = dom0::write_role(Path::new(dom0::ROLE_FILE), server_identity.is_some()) {
+        log::warn!("{e}; `pxen report` will assume this host is host0");
+    }
     let supervisor = server_identity.map(|server| {
         phase("serve", "this host is host0 and serves the others");
         start_boot_service(&cluster, &naming.hostname, server)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pxen::report::{client, local};
 use pxen::serve::announce::watch::WatchConfig;
-use pxen::serve::announce::{ANNOUNCE_PORT, DEFAULT_SETTLE};
+use pxen::serve::announce::{find, ANNOUNCE_PORT, DEFAULT_SETTLE};
 use pxen::serve::service::{self, ServiceConfig};
 use pxen::{boot, config, identity, logger};
 
@@ -235,7 +235,7 @@ fn report(words: &[&str]) -> Result<(), String> {
     }
     let mut outgoing = local::gather(&sources).map_err(|e| e.to_string())?;
     if let Some(server) = options.get("--server") {
-        outgoing.server = server.to_string();
+        outgoing.server = local::Host0::At(server.to_string());
     }
     let policy = client::RetryPolicy {
         deadline: match options.get("--deadline") {
@@ -246,13 +246,16 @@ fn report(words: &[&str]) -> Result<(), String> {
         },
         ..client::RetryPolicy::default()
     };
+    let server = match outgoing.server {
+        local::Host0::At(server) => server,
+        local::Host0::Announced => await_host0(&outgoing.secret)?,
+    };
     log::info!(
-        "report: telling {} that {} is up",
-        outgoing.server,
+        "report: telling {server} that {} is up",
         outgoing.report.hostname
     );
     let accepted = client::post_report(
-        &outgoing.server,
+        &server,
         outgoing.secret.as_bytes(),
         &outgoing.report,
         &policy,
@@ -262,6 +265,23 @@ fn report(words: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// How long one search for host0's announcements listens (host0 announces every 2 s).
+const HOST0_SEARCH: Duration = Duration::from_secs(30);
+
+/// host0's HTTP server, learnt from its announcements, waiting as long as it takes: a host
+/// that booted from a drive that did not make it host0 reports once a host0 serves.
+fn await_host0(secret: &str) -> Result<String, String> {
+    loop {
+        match find::find_server(ANNOUNCE_PORT, secret, HOST0_SEARCH).map_err(|e| e.to_string())? {
+            // host0's boot service listens on port 80.
+            Some(address) => return Ok(format!("http://{address}:80")),
+            None => log::warn!(
+                "report: no boot server of this cluster announced itself within {HOST0_SEARCH:?}; still listening"
+            ),
+        }
+    }
+}
+
 fn status(words: &[&str]) -> Result<(), String> {
     let options = options(words, &["--json"])?;
     if let Some(unknown) = options.keys().find(|k| !["--server", "--json"].contains(k)) {
@@ -269,7 +289,21 @@ fn status(words: &[&str]) -> Result<(), String> {
     }
     let server = match options.get("--server") {
         Some(server) => server.to_string(),
-        None => local::host0_server(Path::new("/proc")).map_err(|e| e.to_string())?,
+        None => match local::host0_server(&local::Sources::system()).map_err(|e| e.to_string())? {
+            local::Host0::At(server) => server,
+            local::Host0::Announced => {
+                let sources = local::Sources::system();
+                let secret = config::load_dir(&sources.config)
+                    .map_err(|e| e.to_string())?
+                    .secret;
+                let found = find::find_server(ANNOUNCE_PORT, &secret, HOST0_SEARCH)
+                    .map_err(|e| e.to_string())?;
+                let address = found.ok_or(format!(
+                    "no boot server of this cluster announced itself within {HOST0_SEARCH:?}; give --server http://HOST0:80"
+                ))?;
+                format!("http://{address}:80")
+            }
+        },
     };
     let server = server.as_str();
     let json = options.contains_key("--json");

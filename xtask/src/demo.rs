@@ -49,6 +49,8 @@ pub fn run(out_dir: &Path, keep_running: bool) -> anyhow::Result<()> {
         boot: Boot::UsbStick {
             image: built.image,
             usb_serial: "PXEN-DEMO-STICK".into(),
+            // As a real stick: the first boot binds the drive to it, every boot stamps it.
+            persistent: true,
         },
         log_dir: out_dir.join("logs"),
         echo_console: true,

@@ -674,7 +674,7 @@ mod tests {
                     drive_cluster: THEIRS.into(),
                     our_cluster: OURS.into(),
                 },
-                &["PXEN: hostU — FOREIGN: drive 9c1e9c1e… belongs to cluster 77777777… but the configuration on it is cluster 0f3a0f3a…'s", "./mkimage --config"],
+                &["PXEN: hostU — FOREIGN: drive 9c1e9c1e… belongs to cluster 77777777… but the secret in its configuration is cluster 0f3a0f3a…'s", "./mkimage --config"],
             ),
         ];
         for (name, cluster, binding, problems, device, expected, fragments) in cases {

@@ -32,6 +32,12 @@ pub const PXEN_BINARY: &str = "usr/sbin/pxen";
 pub const CONFIG_DIR: &str = "etc/pxen/config";
 /// Where `/init` leaves its boot timeline (`/run` is moved into dom0 at the handoff).
 pub const TIMELINE_FILE: &str = "/run/pxen/timeline";
+/// Where `/init` leaves the role it gave this host: [`ROLE_HOST0`] or [`ROLE_HOSTU`].
+pub const ROLE_FILE: &str = "/run/pxen/role";
+/// The role of the host that booted from the genuine source drive and serves.
+pub const ROLE_HOST0: &str = "host0";
+/// The role of every other host.
+pub const ROLE_HOSTU: &str = "hostU";
 /// The report's systemd unit.
 pub const REPORT_UNIT: &str = "pxen-report.service";
 
@@ -178,6 +184,12 @@ pub fn install_network(new_root: &Path, nic: MacAddr, name: &str) -> Result<(), 
         "dbus-org.freedesktop.network1.service",
         "systemd-networkd.service",
     )
+}
+
+/// Writes this host's role to `path` (normally [`ROLE_FILE`]).
+pub fn write_role(path: &Path, host0: bool) -> Result<(), Dom0Error> {
+    let role = if host0 { ROLE_HOST0 } else { ROLE_HOSTU };
+    write_file(path, format!("{role}\n"), 0o644)
 }
 
 /// Writes the boot timeline to `path` (normally [`TIMELINE_FILE`]).

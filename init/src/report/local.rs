@@ -33,6 +33,18 @@ pub struct Sources {
     pub timeline: PathBuf,
     /// The configuration the host booted with.
     pub config: PathBuf,
+    /// The role `/init` gave this host (`host0` or `hostU`).
+    pub role: PathBuf,
+}
+
+/// Where host0's HTTP server is, as this host knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host0 {
+    /// At this address (`http://ADDRESS:PORT`).
+    At(String),
+    /// To be learnt from its announcements ([`crate::serve::announce::find`]): this host
+    /// booted from a drive that did not make it host0, so nothing names host0 yet.
+    Announced,
 }
 
 impl Sources {
@@ -43,6 +55,7 @@ impl Sources {
             proc: PathBuf::from("/proc"),
             timeline: PathBuf::from(dom0::TIMELINE_FILE),
             config: Path::new("/").join(dom0::CONFIG_DIR),
+            role: PathBuf::from(dom0::ROLE_FILE),
         }
     }
 }
@@ -75,7 +88,7 @@ pub struct Outgoing {
     /// The report.
     pub report: HostReport,
     /// host0's HTTP server.
-    pub server: String,
+    pub server: Host0,
     /// The cluster secret.
     pub secret: String,
 }
@@ -106,23 +119,30 @@ pub fn gather(sources: &Sources) -> Result<Outgoing, LocalError> {
         .to_string(),
         timeline: timeline(&sources.timeline, uptime_seconds()),
     };
-    let server = match (params.server, params.boot_source) {
-        (Some(server), _) => server,
-        (None, BootSource::Usb) => HOST0_SELF.to_string(),
-        (None, BootSource::Net) => return Err(LocalError::NoServer),
-    };
     Ok(Outgoing {
         report,
-        server,
+        server: host0_server(sources)?,
         secret: cluster.secret,
     })
 }
 
-/// host0's HTTP server as this host knows it: `pxen.server=` of the kernel command line
-/// under `proc`, else this host itself (host0 booted from the drive, or `pxen serve`).
-pub fn host0_server(proc: &Path) -> Result<String, LocalError> {
-    let (params, _) = cmdline::parse(&read(&proc.join("cmdline"))?);
-    Ok(params.server.unwrap_or_else(|| HOST0_SELF.to_string()))
+/// host0's HTTP server as this host knows it: `pxen.server=` of the kernel command line (a
+/// network boot); this host itself when it booted from a drive and is host0 (or runs
+/// `pxen serve`); its announcements when it booted from a drive that did not make it host0.
+pub fn host0_server(sources: &Sources) -> Result<Host0, LocalError> {
+    let (params, _) = cmdline::parse(&read(&sources.proc.join("cmdline"))?);
+    match (params.server, params.boot_source) {
+        (Some(server), _) => Ok(Host0::At(server)),
+        (None, BootSource::Net) => Err(LocalError::NoServer),
+        (None, BootSource::Usb) => {
+            let role = std::fs::read_to_string(&sources.role).unwrap_or_default();
+            Ok(if role.trim() == dom0::ROLE_HOSTU {
+                Host0::Announced
+            } else {
+                Host0::At(HOST0_SELF.to_string())
+            })
+        }
+    }
 }
 
 /// The DMI system serial, unless it is one of the placeholders firmware ships.
@@ -195,6 +215,7 @@ mod tests {
             proc: root.join("proc"),
             timeline: root.join("timeline"),
             config: root.join("config"),
+            role: root.join("role"),
         };
         (dir, sources)
     }
@@ -206,8 +227,7 @@ mod tests {
             "PXT-1",
         );
         let outgoing = gather(&sources).unwrap();
-        assert_eq!(outgoing.server, "http://10.77.0.50:80");
-        assert_eq!(host0_server(&sources.proc).unwrap(), "http://10.77.0.50:80");
+        assert_eq!(outgoing.server, Host0::At("http://10.77.0.50:80".into()));
         assert_eq!(outgoing.secret, "0123456789abcdef");
         let report = outgoing.report;
         assert_eq!(report.hostname, "node7");
@@ -225,8 +245,18 @@ mod tests {
     fn host0_reports_to_itself_and_placeholder_serials_are_left_out() {
         let (_dir, sources) = system("pxen.boot=usb", "To be filled by O.E.M.");
         let outgoing = gather(&sources).unwrap();
-        assert_eq!(outgoing.server, HOST0_SELF);
-        assert_eq!(host0_server(&sources.proc).unwrap(), HOST0_SELF);
+        assert_eq!(outgoing.server, Host0::At(HOST0_SELF.into()));
+        std::fs::write(&sources.role, "host0\n").unwrap();
+        assert_eq!(
+            host0_server(&sources).unwrap(),
+            Host0::At(HOST0_SELF.into())
+        );
+        std::fs::write(&sources.role, "hostU\n").unwrap();
+        assert_eq!(
+            host0_server(&sources).unwrap(),
+            Host0::Announced,
+            "a drive that did not make this host host0: host0 is found by its announcements"
+        );
         assert_eq!(outgoing.report.serial, None);
         assert_eq!(outgoing.report.boot_source, "usb");
     }

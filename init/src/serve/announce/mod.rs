@@ -64,6 +64,7 @@
 //! Both are denials of service by someone already on the LAN, never a second boot server.
 
 pub mod decide;
+pub mod find;
 pub mod watch;
 pub mod wire;
 
