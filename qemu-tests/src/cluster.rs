@@ -185,7 +185,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// Copies every console live to standard output.
+    /// Copies host0's console live to standard output (the others stay in their log files:
+    /// consoles interleaved line by line are unreadable).
     pub fn echo_console(mut self, echo: bool) -> ClusterBuilder {
         self.echo_console = echo;
         self
@@ -294,7 +295,8 @@ impl ClusterBuilder {
                 usb_serial: stick.usb_serial.clone(),
                 persistent: false,
             };
-            let config = self.machine_config(spec, boot, &cluster.switch, port);
+            let mut config = self.machine_config(spec, boot, &cluster.switch, port);
+            config.echo_console = self.echo_console;
             cluster.host0_mac = Some(spec.mac);
             cluster.host0_serial = Some(spec.serial.clone());
             let power_on = started.elapsed();
@@ -316,7 +318,7 @@ impl ClusterBuilder {
             smbios_serial: spec.serial.clone(),
             boot,
             log_dir: self.log_dir.clone(),
-            echo_console: self.echo_console,
+            echo_console: false,
             nics: vec![Nic {
                 mac: spec.mac,
                 port: switch.port(port).clone(),

@@ -1,7 +1,10 @@
-//! Reading files out of a PXEN drive image, so a test can boot its parts directly.
+//! Reading and writing files of a PXEN drive image with mtools, as an administrator edits a
+//! drive: a test boots its parts directly, or boots it with a configuration of its own.
 
 use std::path::Path;
 use std::process::Command;
+
+use pxen::net::mac::MacAddr;
 
 /// Where the FAT partition of a PXEN image starts (sector 2048), for mtools' `@@offset`.
 pub const PARTITION_OFFSET: u64 = 2048 * 512;
@@ -83,4 +86,120 @@ pub fn copy_in(image: &Path, from: &Path, name: &str) -> Result<(), ImageWriteEr
         ));
     }
     Ok(())
+}
+
+/// A host named in a cluster configuration written for a test or the demo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredHost {
+    /// Its DMI system serial.
+    pub serial: String,
+    /// The hostname the configuration gives it.
+    pub hostname: String,
+    /// Its network card's MAC, which host0 wakes; `None` for a host that is not woken (host0).
+    pub mac: Option<MacAddr>,
+}
+
+/// The `cluster.ron` an administrator writes for `hosts`, with the cluster's `secret`.
+pub fn cluster_config(name: &str, secret: &str, hosts: &[ConfiguredHost]) -> String {
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|host| {
+            let macs = host
+                .mac
+                .map(|mac| format!(", macs: [\"{mac}\"]"))
+                .unwrap_or_default();
+            format!(
+                "        Host(serial: {:?}, hostname: {:?}{macs}),",
+                host.serial, host.hostname
+            )
+        })
+        .collect();
+    format!(
+        "Cluster(\n    name: {name:?},\n    secret: {secret:?},\n    hosts: [\n{}\n    ],\n)\n",
+        hosts.join("\n")
+    )
+}
+
+/// The image's configuration could not be read or replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigImageError {
+    /// A file could not be copied out of the image.
+    #[error(transparent)]
+    Read(#[from] ImageReadError),
+    /// A file could not be written into the image.
+    #[error(transparent)]
+    Write(#[from] ImageWriteError),
+    /// A local file could not be read or written.
+    #[error("cannot use {path}: {source}")]
+    Local {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The image's configuration is not valid.
+    #[error("the image's configuration is not valid: {0}")]
+    Invalid(pxen::config::ConfigErrors),
+}
+
+fn local(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigImageError + '_ {
+    move |source| ConfigImageError::Local {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The cluster secret of the configuration on `image` (an administrator who edits the hosts
+/// keeps it: the drive's identity names the cluster by it); `work` is a scratch directory.
+pub fn config_secret(image: &Path, work: &Path) -> Result<String, ConfigImageError> {
+    let ron = work.join("image-cluster.ron");
+    copy_out(image, "config/cluster.ron", &ron)?;
+    let text = std::fs::read_to_string(&ron).map_err(local(&ron))?;
+    let cluster = pxen::config::parse_cluster(&ron, &text).map_err(ConfigImageError::Invalid)?;
+    Ok(cluster.secret)
+}
+
+/// Copies `image` to `copy` and writes `config` as its `config/cluster.ron`, the way an
+/// administrator edits a drive (mtools, no mounting); `work` is a scratch directory.
+pub fn with_config(
+    image: &Path,
+    copy: &Path,
+    config: &str,
+    work: &Path,
+) -> Result<(), ConfigImageError> {
+    std::fs::copy(image, copy).map_err(local(copy))?;
+    let ron = work.join("new-cluster.ron");
+    std::fs::write(&ron, config).map_err(local(&ron))?;
+    copy_in(copy, &ron, "config/cluster.ron")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_written_is_valid_and_names_every_host() {
+        let hosts = [
+            ConfiguredHost {
+                serial: "S0".into(),
+                hostname: "zero".into(),
+                mac: None,
+            },
+            ConfiguredHost {
+                serial: "S1".into(),
+                hostname: "one".into(),
+                mac: Some(MacAddr::new([0x52, 0x54, 0, 0, 0, 1])),
+            },
+        ];
+        let text = cluster_config("lab", "a-secret-of-enough-length", &hosts);
+        let cluster = pxen::config::parse_cluster(Path::new("cluster.ron"), &text).unwrap();
+        assert_eq!(cluster.name, "lab");
+        assert_eq!(cluster.secret, "a-secret-of-enough-length");
+        assert_eq!(cluster.hostname_for_serial("S0"), Some("zero"));
+        assert_eq!(
+            cluster.wake_macs(),
+            [MacAddr::new([0x52, 0x54, 0, 0, 0, 1])]
+        );
+    }
 }

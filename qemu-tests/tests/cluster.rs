@@ -5,12 +5,12 @@
 //! hostnames the configuration gives their serials (so the configuration reached them inside
 //! the initramfs host0 served).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pxen::net::mac::MacAddr;
 use pxen_qemu_tests::cluster::{ClusterBuilder, HostSpec, Stick};
-use pxen_qemu_tests::image;
+use pxen_qemu_tests::image::{self, ConfiguredHost};
 
 /// Xen needs memory beside dom0's under QEMU.
 const XEN_HEADROOM_MIB: u64 = 512;
@@ -52,43 +52,23 @@ fn env(name: &str) -> String {
 }
 
 /// The configuration an administrator writes for this cluster: host0 by its serial (no MAC:
-/// it is not woken), the hostUs with the MACs host0 wakes.
+/// it is not woken), the hostUs with the MACs host0 wakes; the image's own secret is kept.
 fn cluster_config(secret: &str) -> String {
-    let mut hosts = vec![format!(
-        "        Host(serial: {HOST0_SERIAL:?}, hostname: {HOST0_HOSTNAME:?}),"
-    )];
-    hosts.extend(HOSTU.iter().map(|(_, mac, serial, hostname)| {
-        format!(
-            "        Host(serial: {serial:?}, hostname: {hostname:?}, macs: [\"{}\"]),",
-            MacAddr::new(*mac)
-        )
-    }));
-    format!(
-        "Cluster(\n    name: \"qemu-cluster\",\n    secret: \"{secret}\",\n    hosts: [\n{}\n    ],\n)\n",
-        hosts.join("\n")
-    )
-}
-
-/// A copy of the test image with `config` as its `config/cluster.ron`, written the way an
-/// administrator edits the drive (mtools, no mounting).
-fn image_with_config(image: &Path, work: &Path, config: &str) -> PathBuf {
-    let copy = work.join("cluster.img");
-    std::fs::copy(image, &copy).expect("the test image can be copied");
-    let ron = work.join("cluster.ron");
-    std::fs::write(&ron, config).expect("the configuration can be written");
-    image::copy_in(&copy, &ron, "config/cluster.ron").expect("the configuration is written");
-    copy
-}
-
-/// The cluster secret of the image's configuration: an administrator who edits the hosts
-/// keeps it (the drive's identity names the cluster by it).
-fn image_secret(image: &Path, work: &Path) -> String {
-    let ron = work.join("original.ron");
-    image::copy_out(image, "config/cluster.ron", &ron).expect("the image has a configuration");
-    let text = std::fs::read_to_string(&ron).expect("the configuration is text");
-    pxen::config::parse_cluster(&ron, &text)
-        .expect("the image's configuration is valid")
-        .secret
+    let mut hosts = vec![ConfiguredHost {
+        serial: HOST0_SERIAL.into(),
+        hostname: HOST0_HOSTNAME.into(),
+        mac: None,
+    }];
+    hosts.extend(
+        HOSTU
+            .iter()
+            .map(|(_, mac, serial, hostname)| ConfiguredHost {
+                serial: serial.to_string(),
+                hostname: hostname.to_string(),
+                mac: Some(MacAddr::new(*mac)),
+            }),
+    );
+    image::cluster_config("qemu-cluster", secret, &hosts)
 }
 
 #[test]
@@ -100,11 +80,10 @@ fn host0_wakes_and_network_boots_the_cluster() {
     let memory_mib = dom0_mem_mib + XEN_HEADROOM_MIB;
     let work = tempfile::tempdir().expect("a temporary directory");
     let original = PathBuf::from(env("PXEN_TEST_IMAGE"));
-    let image = image_with_config(
-        &original,
-        work.path(),
-        &cluster_config(&image_secret(&original, work.path())),
-    );
+    let secret = image::config_secret(&original, work.path()).expect("the image's secret");
+    let image = work.path().join("cluster.img");
+    image::with_config(&original, &image, &cluster_config(&secret), work.path())
+        .expect("the configuration is written onto a copy of the image");
     let log_dir =
         std::env::var_os("PXEN_TEST_LOG_DIR").map_or_else(|| work.path().join("logs"), Into::into);
 

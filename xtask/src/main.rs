@@ -34,11 +34,16 @@ enum Task {
         #[arg(long, default_value = build::DEFAULT_OUT)]
         out: PathBuf,
     },
-    /// Install, build, and boot the image in QEMU as a USB stick, console on the terminal;
-    /// prints the boot timeline when dom0's login prompt appears (or on Ctrl-C). The demo
-    /// image logs root in on the console: never write it to a real drive.
+    /// Install, build, and boot a cluster in QEMU: host0 from the image as a USB stick, which
+    /// wakes the others and boots them over the network; host0's console on the terminal;
+    /// prints host0's status page and the cluster timeline once every host is online (or on
+    /// Ctrl-C). The demo image logs root in on the console: never write it to a real drive.
     Demo {
-        /// Stay at dom0's root shell after the boot (type `poweroff` or press Ctrl-C to end).
+        /// How many hosts, host0 included.
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// Stay at host0's root shell once every host is online (type `poweroff` or press
+        /// Ctrl-C to end).
         #[arg(long)]
         keep_running: bool,
         /// Where to write the demo image and the console logs.
@@ -71,7 +76,11 @@ fn main() -> anyhow::Result<()> {
                 built.dom0_mem_mib
             );
         }),
-        Task::Demo { keep_running, out } => demo::run(&root.join(out), keep_running),
+        Task::Demo {
+            hosts,
+            keep_running,
+            out,
+        } => demo::run(&root.join(out), hosts, keep_running),
         Task::Test => test::run(&root),
         Task::Bench { size_mib, rounds } => bench::run(&root, size_mib, rounds),
     }
