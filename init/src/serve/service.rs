@@ -512,6 +512,7 @@ fn log_tftp_event(event: &TftpEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Network, Root};
     use std::net::{TcpListener, TcpStream, UdpSocket};
     use std::path::Path;
 
@@ -561,7 +562,13 @@ mod tests {
                 name: "announce-lab".into(),
                 secret: SECRET.into(),
                 hostname_prefix: "pxen".into(),
+                domain: None,
                 hosts: Vec::new(),
+                pools: Vec::new(),
+                users: Vec::new(),
+                root: Root::default(),
+                network: Network::default(),
+                vms: Vec::new(),
             },
             address: Ipv4Addr::LOCALHOST,
             listen: Ipv4Addr::LOCALHOST,

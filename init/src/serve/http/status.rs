@@ -549,6 +549,8 @@ mod tests {
             serial: serial.into(),
             hostname: hostname.into(),
             macs: vec![mac.parse().unwrap()],
+            pool: None,
+            network: None,
         }
     }
 
