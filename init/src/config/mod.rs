@@ -38,7 +38,8 @@ const SECRET_PLACEHOLDER: &str = "@SECRET@";
 /// The shortest cluster secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 
-/// The most vCPUs a VM may have (Xen's limit for an HVM guest).
+/// The most vCPUs a VM may have: a bound that catches typos (the release that starts VMs
+/// must also respect the hypervisor's own, lower limit for some guest types).
 pub const MAX_VCPUS: u32 = 512;
 
 /// The least memory a VM may have, in MiB.
