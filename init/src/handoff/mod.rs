@@ -9,6 +9,7 @@
 //! Everything that can fail for a reason the administrator can fix (a missing init, an
 //! unwritable root) is checked before the first irreversible step.
 
+pub mod apply;
 pub mod dom0;
 
 use std::convert::Infallible;
