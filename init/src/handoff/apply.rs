@@ -44,6 +44,11 @@ const HEADER: &str = "# Written by PXEN at every boot from the cluster configura
 const TIMESYNCD_DROP_IN: &str = "etc/systemd/timesyncd.conf.d/pxen.conf";
 /// A configured user's login shell.
 const SHELL: &str = "/bin/bash";
+/// The shadow hash of a user without a password. Not `!`: OpenSSH run without PAM takes a
+/// hash starting with `!` for a locked account and refuses its SSH keys too; no hash is `*`.
+const NO_PASSWORD: &str = "*";
+/// The files every new home starts with, as Debian's `adduser` copies them.
+const SKEL: &str = "etc/skel";
 
 /// A host of the cluster with a fixed address, for `/etc/hosts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +68,7 @@ pub struct UserSpec {
     pub groups: Vec<String>,
     /// `authorized_keys` lines.
     pub ssh_keys: Vec<String>,
-    /// A crypt(3) hash; `None` locks the password (SSH keys still work).
+    /// A crypt(3) hash; `None` gives no password login (`*`: SSH keys still work).
     pub password_hash: Option<String>,
 }
 
@@ -374,7 +379,7 @@ pub fn add_users(
     };
     for (user, account) in users.iter().zip(&accounts) {
         let (name, id) = (&user.name, account.id);
-        let hash = user.password_hash.as_deref().unwrap_or("!");
+        let hash = user.password_hash.as_deref().unwrap_or(NO_PASSWORD);
         out.passwd += &format!("{name}:x:{id}:{id}::/home/{name}:{SHELL}\n");
         out.shadow += &format!("{name}:{hash}::0:99999:7:::\n");
         out.group += &format!("{name}:x:{id}:\n");
@@ -492,6 +497,7 @@ fn add_members(entries: &[Entry], users: &[&UserSpec]) -> String {
     let mut text = String::new();
     for entry in entries {
         let mut fields = entry.fields.clone();
+        // `parse` checked that every line has the four fields of /etc/group and /etc/gshadow.
         let mut members: Vec<String> = fields[3]
             .split(',')
             .filter(|m| !m.is_empty())
@@ -525,6 +531,7 @@ fn set_root_hash(shadow: &[Entry], hash: Option<&str>) -> Result<String, ApplyEr
     for entry in shadow {
         let mut fields = entry.fields.clone();
         if entry.name() == "root" {
+            // `parse` checked that every line has the nine fields of /etc/shadow.
             fields[1] = hash.to_string();
             found = true;
         }
@@ -544,7 +551,7 @@ pub fn apply(new_root: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
     };
     writer.file(
         "etc/hosts",
-        &render_hosts(&plan.hostname, plan.domain.as_deref(), &plan.hosts),
+        render_hosts(&plan.hostname, plan.domain.as_deref(), &plan.hosts),
         0o644,
         None,
     )?;
@@ -591,6 +598,7 @@ fn apply_accounts(writer: &mut Writer, plan: &Plan) -> Result<Vec<Account>, Appl
         let owner = Some((account.id, account.id));
         writer.dir("home", 0o755, None)?;
         writer.dir(&home, 0o700, owner)?;
+        writer.skel(&home, owner)?;
         writer.keys(&home, &user.ssh_keys, owner)?;
     }
     if !plan.root.ssh_keys.is_empty() {
@@ -620,6 +628,47 @@ impl Writer<'_> {
         })
     }
 
+    /// Copies the regular files of `/etc/skel` (`.bashrc`, `.profile`, ...) into `home`, in
+    /// name order, with their modes and owned by `owner`; a file the home has already is kept.
+    /// A root filesystem without `/etc/skel` gives empty homes.
+    fn skel(&mut self, home: &str, owner: Option<(u32, u32)>) -> Result<(), ApplyError> {
+        let skel = self.place(SKEL)?;
+        let Ok(entries) = std::fs::read_dir(&skel) else {
+            return Ok(());
+        };
+        let read_error = |source| ApplyError::Read {
+            path: skel.clone(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(read_error)?;
+            let metadata = entry.metadata().map_err(read_error)?;
+            if metadata.is_file() {
+                files.push((entry.file_name(), metadata.permissions().mode() & 0o7777));
+            }
+        }
+        files.sort();
+        for (name, mode) in files {
+            let Some(name) = name.to_str() else {
+                log::warn!(
+                    "skipping {}: its name is not UTF-8",
+                    skel.join(&name).display()
+                );
+                continue;
+            };
+            let relative = format!("{home}/{name}");
+            if self.place(&relative)?.exists() {
+                continue;
+            }
+            let from = skel.join(name);
+            let text =
+                std::fs::read(&from).map_err(|source| ApplyError::Read { path: from, source })?;
+            self.file(&relative, &text, mode, owner)?;
+        }
+        Ok(())
+    }
+
     /// `<home>/.ssh/authorized_keys` (0600, in a 0700 directory), owned by `owner`.
     fn keys(
         &mut self,
@@ -638,7 +687,7 @@ impl Writer<'_> {
         self.dir(&ssh, 0o700, owner)?;
         self.file(
             &format!("{ssh}/authorized_keys"),
-            &render_authorized_keys(keys),
+            render_authorized_keys(keys),
             0o600,
             owner,
         )
@@ -670,7 +719,7 @@ impl Writer<'_> {
     fn file(
         &mut self,
         relative: &str,
-        text: &str,
+        text: impl AsRef<[u8]>,
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<(), ApplyError> {
@@ -694,7 +743,7 @@ impl Writer<'_> {
                 .mode(mode)
                 .open(&path)?;
             file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            file.write_all(text.as_bytes())
+            file.write_all(text.as_ref())
         };
         write().map_err(|source| ApplyError::Write {
             path: path.clone(),
@@ -799,10 +848,11 @@ mod tests {
     }
 
     #[test]
-    fn hosts_without_a_cluster_are_what_the_handoff_wrote_before() {
+    fn hosts_without_a_cluster_name_this_host_on_127_0_1_1() {
         assert_eq!(
             render_hosts("pxen-0123456789", None, &[]),
-            super::super::hosts_file("pxen-0123456789")
+            "127.0.0.1\tlocalhost\n127.0.1.1\tpxen-0123456789\n\n\
+             ::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
         );
     }
 
@@ -888,7 +938,7 @@ mod tests {
         );
         assert_eq!(
             files.shadow,
-            format!("{SHADOW}alice:{HASH}::0:99999:7:::\ncarol:!::0:99999:7:::\n")
+            format!("{SHADOW}alice:{HASH}::0:99999:7:::\ncarol:*::0:99999:7:::\n")
         );
         assert_eq!(
             files.group,
@@ -1021,6 +1071,14 @@ mod tests {
             std::fs::set_permissions(etc.join(name), std::fs::Permissions::from_mode(mode))
                 .unwrap();
         }
+        std::fs::create_dir_all(etc.join("skel")).unwrap();
+        std::fs::write(etc.join("skel/.profile"), "# ~/.profile\n").unwrap();
+        std::fs::write(etc.join("skel/.bashrc"), "# ~/.bashrc\n").unwrap();
+        std::fs::set_permissions(
+            etc.join("skel/.bashrc"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(
             "/run/pxen-test-outside-the-root/stub-resolv.conf",
             etc.join("resolv.conf"),
@@ -1111,6 +1169,15 @@ mod tests {
         assert_eq!(
             mode_and_owner(&r.join("home/carol/.ssh/authorized_keys")),
             (0o600, 1002, 1002)
+        );
+        assert_eq!(read("home/carol/.bashrc"), "# ~/.bashrc\n");
+        assert_eq!(
+            mode_and_owner(&r.join("home/carol/.bashrc")),
+            (0o640, 1002, 1002)
+        );
+        assert_eq!(
+            mode_and_owner(&r.join("home/carol/.profile")),
+            (0o644, 1002, 1002)
         );
         assert_eq!(
             read("home/alice/.ssh/authorized_keys"),
