@@ -169,7 +169,8 @@ pub struct Account {
 pub struct Applied {
     /// The accounts added, in name order.
     pub accounts: Vec<Account>,
-    /// The files written, relative to the new root, in the order they were written.
+    /// The files this module wrote, relative to the new root, in the order it wrote them (the
+    /// networkd files, written by [`dom0::install_bridge`], are not listed).
     pub files: Vec<PathBuf>,
 }
 
