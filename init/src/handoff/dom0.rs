@@ -4,7 +4,8 @@
 //! - **The Xen bridge.** systemd-networkd files: a bridge `xenbr0` with the boot network
 //!   card enslaved and the card's MAC address (so the LAN's DHCP server, which knows the card,
 //!   gives the bridge the same address), DHCP on the bridge with the MAC as client identifier
-//!   (as `/init`'s own DHCP client sends). The card is matched by its permanent MAC, and a
+//!   (as `/init`'s own DHCP client sends), or the static address the configuration gives
+//!   (see [`super::apply`], which also names the bridge and the DNS servers). The card is matched by its permanent MAC, and a
 //!   `.link` file keeps the kernel's name for it (`eth0`): on host0 the card is already up
 //!   when dom0's udev starts, udev cannot rename an interface that is up, and systemd-networkd
 //!   leaves a card whose rename failed "pending" forever, unconfigured.
@@ -22,6 +23,7 @@
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::apply::{AddressingSpec, NetworkSpec};
 use crate::net::mac::MacAddr;
 
 /// The name of the Xen bridge, as Debian's Xen documentation names it.
@@ -78,11 +80,11 @@ pub enum Dom0Error {
     },
 }
 
-/// `10-pxen-xenbr0.netdev`: the bridge, with the card's MAC.
-pub fn render_bridge_netdev(nic: MacAddr) -> String {
+/// `10-pxen-xenbr0.netdev`: the bridge `bridge`, with the card's MAC.
+pub fn render_bridge_netdev(nic: MacAddr, bridge: &str) -> String {
     format!(
         "# Written by PXEN at every boot: the Xen bridge, with the boot card's MAC address.\n\
-         [NetDev]\nName={BRIDGE}\nKind=bridge\nMACAddress={nic}\n"
+         [NetDev]\nName={bridge}\nKind=bridge\nMACAddress={nic}\n"
     )
 }
 
@@ -94,21 +96,53 @@ pub fn render_uplink_link(nic: MacAddr, name: &str) -> String {
     )
 }
 
-/// `10-pxen-uplink.network`: the boot card, enslaved to the bridge.
-pub fn render_uplink_network(nic: MacAddr) -> String {
+/// `10-pxen-uplink.network`: the boot card, enslaved to the bridge `bridge`.
+pub fn render_uplink_network(nic: MacAddr, bridge: &str) -> String {
     format!(
         "# Written by PXEN at every boot: the boot card carries the Xen bridge.\n\
-         [Match]\nPermanentMACAddress={nic}\n\n[Network]\nBridge={BRIDGE}\n"
+         [Match]\nPermanentMACAddress={nic}\n\n[Network]\nBridge={bridge}\n"
     )
 }
 
-/// `20-pxen-xenbr0.network`: the bridge's address, from the LAN's DHCP server.
-pub fn render_bridge_network() -> String {
-    format!(
-        "# Written by PXEN at every boot: dom0's address, on the Xen bridge, by DHCP.\n\
-         [Match]\nName={BRIDGE}\n\n[Network]\nDHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n\n\
-         [Link]\nRequiredForOnline=routable\n"
-    )
+/// `20-pxen-xenbr0.network`: the bridge's address (by DHCP, with the MAC address as client
+/// identifier, or static), its DNS servers and search domains. Configured DNS servers replace
+/// those the DHCP server offers.
+pub fn render_bridge_network(network: &NetworkSpec) -> String {
+    let how = match network.addressing {
+        AddressingSpec::Dhcp => "by DHCP",
+        AddressingSpec::Static { .. } => "static",
+    };
+    let mut text = format!(
+        "# Written by PXEN at every boot: dom0's address, on the Xen bridge, {how}.\n\
+         [Match]\nName={}\n\n[Network]\n",
+        network.bridge
+    );
+    match network.addressing {
+        AddressingSpec::Dhcp => text += "DHCP=ipv4\n",
+        AddressingSpec::Static {
+            address,
+            prefix,
+            gateway,
+        } => {
+            text += &format!("Address={address}/{prefix}\n");
+            if let Some(gateway) = gateway {
+                text += &format!("Gateway={gateway}\n");
+            }
+        }
+    }
+    for server in &network.dns {
+        text += &format!("DNS={server}\n");
+    }
+    if !network.search.is_empty() {
+        text += &format!("Domains={}\n", network.search.join(" "));
+    }
+    if network.addressing == AddressingSpec::Dhcp {
+        text += "\n[DHCPv4]\nClientIdentifier=mac\n";
+        if !network.dns.is_empty() {
+            text += "UseDNS=no\n";
+        }
+    }
+    text + "\n[Link]\nRequiredForOnline=routable\n"
 }
 
 /// `pxen-report.service`.
@@ -143,9 +177,22 @@ pub fn parse_timeline(text: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Writes the network configuration for the boot card `nic` (named `name` by the kernel) and
-/// enables systemd-networkd.
+/// Writes the network configuration PXEN sets up without a configuration (the bridge
+/// [`BRIDGE`] by DHCP) for the boot card `nic` (named `name` by the kernel) and enables
+/// systemd-networkd.
 pub fn install_network(new_root: &Path, nic: MacAddr, name: &str) -> Result<(), Dom0Error> {
+    install_bridge(new_root, nic, name, &NetworkSpec::default())
+}
+
+/// Writes the network configuration `network` for the boot card `nic` (named `name` by the
+/// kernel) and enables systemd-networkd. The file names are fixed whatever the bridge's name,
+/// so every boot replaces the same files.
+pub fn install_bridge(
+    new_root: &Path,
+    nic: MacAddr,
+    name: &str,
+    network: &NetworkSpec,
+) -> Result<(), Dom0Error> {
     let dir = new_root.join(NETWORKD_DIR);
     write_file(
         &dir.join("10-pxen-uplink.link"),
@@ -154,17 +201,17 @@ pub fn install_network(new_root: &Path, nic: MacAddr, name: &str) -> Result<(), 
     )?;
     write_file(
         &dir.join("10-pxen-xenbr0.netdev"),
-        render_bridge_netdev(nic),
+        render_bridge_netdev(nic, &network.bridge),
         0o644,
     )?;
     write_file(
         &dir.join("10-pxen-uplink.network"),
-        render_uplink_network(nic),
+        render_uplink_network(nic, &network.bridge),
         0o644,
     )?;
     write_file(
         &dir.join("20-pxen-xenbr0.network"),
-        render_bridge_network(),
+        render_bridge_network(network),
         0o644,
     )?;
     // What `systemctl enable systemd-networkd` links, done without running systemctl.
@@ -305,6 +352,7 @@ fn write_file(path: &Path, content: impl AsRef<[u8]>, mode: u32) -> Result<(), D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use std::os::unix::fs::MetadataExt;
 
     const NIC: MacAddr = MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
@@ -312,7 +360,7 @@ mod tests {
     #[test]
     fn network_files_name_the_card_by_its_permanent_mac() {
         assert_eq!(
-            render_uplink_network(NIC),
+            render_uplink_network(NIC, BRIDGE),
             "# Written by PXEN at every boot: the boot card carries the Xen bridge.\n\
              [Match]\nPermanentMACAddress=52:54:00:12:34:56\n\n[Network]\nBridge=xenbr0\n"
         );
@@ -321,8 +369,66 @@ mod tests {
             "# Written by PXEN at every boot: the boot card keeps its name (it may already be up).\n\
              [Match]\nPermanentMACAddress=52:54:00:12:34:56\n\n[Link]\nName=eth0\n"
         );
-        assert!(render_bridge_netdev(NIC).contains("Kind=bridge\nMACAddress=52:54:00:12:34:56\n"));
-        assert!(render_bridge_network().contains("DHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n"));
+        assert!(render_bridge_netdev(NIC, BRIDGE)
+            .contains("Name=xenbr0\nKind=bridge\nMACAddress=52:54:00:12:34:56\n"));
+    }
+
+    #[test]
+    fn the_bridge_network_without_configuration_is_dhcp() {
+        assert_eq!(
+            render_bridge_network(&NetworkSpec::default()),
+            "# Written by PXEN at every boot: dom0's address, on the Xen bridge, by DHCP.\n\
+             [Match]\nName=xenbr0\n\n[Network]\nDHCP=ipv4\n\n\
+             [DHCPv4]\nClientIdentifier=mac\n\n[Link]\nRequiredForOnline=routable\n"
+        );
+    }
+
+    #[test]
+    fn configured_dns_replaces_what_dhcp_offers() {
+        let network = NetworkSpec {
+            dns: vec!["192.168.1.1".to_string(), "192.168.1.2".to_string()],
+            search: vec!["lab.example".to_string(), "example".to_string()],
+            ..NetworkSpec::default()
+        };
+        assert_eq!(
+            render_bridge_network(&network),
+            "# Written by PXEN at every boot: dom0's address, on the Xen bridge, by DHCP.\n\
+             [Match]\nName=xenbr0\n\n[Network]\nDHCP=ipv4\n\
+             DNS=192.168.1.1\nDNS=192.168.1.2\nDomains=lab.example example\n\n\
+             [DHCPv4]\nClientIdentifier=mac\nUseDNS=no\n\n[Link]\nRequiredForOnline=routable\n"
+        );
+    }
+
+    #[test]
+    fn a_static_bridge_has_its_address_and_gateway() {
+        let network = NetworkSpec {
+            bridge: "br0".to_string(),
+            addressing: AddressingSpec::Static {
+                address: Ipv4Addr::new(192, 168, 1, 11),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(192, 168, 1, 1)),
+            },
+            dns: vec!["192.168.1.1".to_string()],
+            search: vec![],
+            ntp: vec!["pool.ntp.org".to_string()],
+        };
+        assert_eq!(
+            render_bridge_network(&network),
+            "# Written by PXEN at every boot: dom0's address, on the Xen bridge, static.\n\
+             [Match]\nName=br0\n\n[Network]\nAddress=192.168.1.11/24\nGateway=192.168.1.1\n\
+             DNS=192.168.1.1\n\n[Link]\nRequiredForOnline=routable\n"
+        );
+        let without_gateway = NetworkSpec {
+            addressing: AddressingSpec::Static {
+                address: Ipv4Addr::new(10, 0, 0, 5),
+                prefix: 8,
+                gateway: None,
+            },
+            ..network
+        };
+        let text = render_bridge_network(&without_gateway);
+        assert!(text.contains("[Network]\nAddress=10.0.0.5/8\nDNS=192.168.1.1\n"));
+        assert!(!text.contains("Gateway") && !text.contains("DHCP"));
     }
 
     #[test]
@@ -346,7 +452,7 @@ mod tests {
         let etc = root.path().join("etc/systemd");
         assert_eq!(
             std::fs::read_to_string(etc.join("network/10-pxen-xenbr0.netdev")).unwrap(),
-            render_bridge_netdev(NIC)
+            render_bridge_netdev(NIC, BRIDGE)
         );
         assert_eq!(
             std::fs::read_link(etc.join("system/multi-user.target.wants/systemd-networkd.service"))

@@ -9,6 +9,7 @@
 //! Everything that can fail for a reason the administrator can fix (a missing init, an
 //! unwritable root) is checked before the first irreversible step.
 
+pub mod apply;
 pub mod dom0;
 
 use std::convert::Infallible;
@@ -152,12 +153,11 @@ pub fn check_init(new_root: &Path, init: &Path) -> Result<(), HandoffError> {
     Ok(())
 }
 
-/// The text of `/etc/hosts` for a host: loopback, and the host's own name on 127.0.1.1 as
-/// Debian does, so that the name resolves without the network.
+/// The text of `/etc/hosts` for a host without a cluster configuration: loopback, and the
+/// host's own name on 127.0.1.1 as Debian does, so that the name resolves without the network
+/// (see [`apply::render_hosts`], which adds the cluster's hosts).
 pub fn hosts_file(hostname: &str) -> String {
-    format!(
-        "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
-    )
+    apply::render_hosts(hostname, None, &[])
 }
 
 /// Writes the host's name into the new root: `/etc/hostname` and `/etc/hosts`.
