@@ -611,6 +611,36 @@ impl Cluster {
         Ok(machine.map(|machine| f(&mut lock(&machine))))
     }
 
+    /// Waits up to `timeout` until host0 has accepted the report of every host whose DMI serial
+    /// is in `serials` (its log lines `report: HOSTNAME (SERIAL) is online, from ADDRESS`, in
+    /// any order), and returns those lines in the order they came. Only whole lines count.
+    pub fn await_online(
+        &mut self,
+        serials: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<String>, ClusterError> {
+        let (host0, _) = self.host0.as_mut().ok_or(ClusterError::Unknown {
+            what: "host0",
+            name: "host0".to_string(),
+        })?;
+        let deadline = Instant::now() + timeout;
+        let mut pending: Vec<String> = serials
+            .iter()
+            .map(|serial| format!("({serial}) is online, from "))
+            .collect();
+        let mut lines = Vec::new();
+        while !pending.is_empty() {
+            let awaited = format!("host0 accepting the reports of {}", pending.join(", "));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = host0.expect_line(&awaited, false, left, &|text| {
+                text.contains("report: ") && pending.iter().any(|p| text.contains(p.as_str()))
+            })?;
+            pending.retain(|p| !line.text.contains(p.as_str()));
+            lines.push(line.text);
+        }
+        Ok(lines)
+    }
+
     /// When host0 accepted the report of the host with DMI serial `serial` (its log line
     /// `report: HOSTNAME (SERIAL) is online`), since the cluster started.
     pub fn online_at(&self, serial: &str) -> Option<Duration> {

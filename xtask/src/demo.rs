@@ -135,12 +135,12 @@ fn watch(
     keep_running: bool,
     interrupted: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let serials: Vec<String> = (0..hosts).map(|i| host(i).0).collect();
+    let serials: Vec<&str> = serials.iter().map(String::as_str).collect();
+    cluster
+        .await_online(&serials, BOOT_TIMEOUT)
+        .context("every host reports to host0 once its dom0 is up")?;
     let host0 = cluster.host0().context("host0 is powered on")?;
-    for _ in 0..hosts {
-        host0
-            .expect(") is online, from ", BOOT_TIMEOUT)
-            .context("every host reports to host0 once its dom0 is up")?;
-    }
     host0
         .wait_for_shell(BOOT_TIMEOUT)
         .context("host0's dom0 reaches its shell")?;

@@ -21,10 +21,11 @@ pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 pub const MIN_LEN: usize = HEADER_LEN + MAGIC_COOKIE.len();
 /// Replies are padded to at least this length.
 pub const MIN_REPLY_LEN: usize = 300;
-/// The options [`parse`] keeps: message type (53), server identifier (54), vendor class
-/// (60), user class (77), client architecture (93), client machine UUID (97) and iPXE's
-/// encapsulated options (175).
-pub const KEPT_OPTIONS: [u8; 7] = [53, 54, 60, 77, 93, 97, 175];
+/// The options [`parse`] keeps: requested IP address (50, which tells the status board the
+/// address a PXE client takes from the LAN's DHCP server), message type (53), server
+/// identifier (54), vendor class (60), user class (77), client architecture (93), client
+/// machine UUID (97) and iPXE's encapsulated options (175).
+pub const KEPT_OPTIONS: [u8; 8] = [50, 53, 54, 60, 77, 93, 97, 175];
 /// The options a DHCP client reads in an OFFER or ACK ([`parse_keeping`]): subnet mask (1),
 /// router (3), DNS servers (6), lease time (51), message type (53) and server identifier (54).
 pub const CLIENT_OPTIONS: [u8; 6] = [1, 3, 6, 51, 53, 54];
@@ -216,7 +217,7 @@ fn keep_known_options(bytes: &[u8], kept: &[u8]) -> Vec<u8> {
 fn has_valid_length(code: u8, len: usize) -> bool {
     match code {
         // One IPv4 address, or a 32-bit number (dhcproto reads 51 as 4 bytes whatever the length).
-        1 | 51 | 54 => len == 4,
+        1 | 50 | 51 | 54 => len == 4,
         // A list of IPv4 addresses.
         3 | 6 => len >= 4 && len % 4 == 0,
         53 => len == 1,
@@ -352,6 +353,26 @@ pub(crate) mod tests {
                 dhcproto::v4::Architecture(7)
             ))
         );
+    }
+
+    #[test]
+    fn the_requested_address_is_kept_for_the_status_board() {
+        let message = parse(&with_options(&[
+            53, 1, 3, 50, 4, 10, 77, 0, 51, 50, 3, 1, 2, 3, 255,
+        ]))
+        .unwrap();
+        assert_eq!(
+            message
+                .opts()
+                .get(dhcproto::v4::OptionCode::RequestedIpAddress),
+            Some(&DhcpOption::RequestedIpAddress(std::net::Ipv4Addr::new(
+                10, 77, 0, 51
+            )))
+        );
+        let short = parse(&with_options(&[53, 1, 3, 50, 3, 10, 77, 0, 255])).unwrap();
+        assert!(!short
+            .opts()
+            .contains(dhcproto::v4::OptionCode::RequestedIpAddress));
     }
 
     #[test]
