@@ -363,8 +363,9 @@ fn hex_digit(digit: u8) -> Option<u8> {
 }
 
 /// `text` quoted and escaped (so control characters cannot forge log lines), cut to
-/// [`EXCERPT_CHARS`] characters with the full length noted.
-fn excerpt(text: &str) -> String {
+/// [`EXCERPT_CHARS`] characters with the full length noted (also for the boot servers'
+/// announcements).
+pub(crate) fn excerpt(text: &str) -> String {
     let len = text.chars().count();
     if len <= EXCERPT_CHARS {
         return format!("{text:?}");
@@ -374,7 +375,7 @@ fn excerpt(text: &str) -> String {
 }
 
 /// `text` cut to `max` characters, marked when cut.
-fn cut(text: &str, max: usize) -> String {
+pub(crate) fn cut(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_string(),

@@ -32,7 +32,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::wire::{self as report_wire, AuthError};
+use crate::report::wire::{self as report_wire, cut, excerpt, AuthError};
 
 /// The first word of the header line: protocol name and version.
 pub const MAGIC: &str = "PXEN-ANNOUNCE/1";
@@ -47,9 +47,6 @@ pub const SERVER_ID_LEN: usize = 16;
 
 /// The protocol name before the version in the header line.
 const PROTOCOL: &str = "PXEN-ANNOUNCE/";
-/// What the cluster ID hashes before the secret, so it is no other hash of the secret.
-/// Characters of a bad value quoted in an error.
-const EXCERPT_CHARS: usize = 40;
 
 /// What a boot server says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,25 +287,6 @@ pub fn is_lower_hex(text: &str, len: usize) -> bool {
         && text
             .bytes()
             .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
-}
-
-/// `text` quoted and escaped (so control characters cannot forge log lines), cut to
-/// [`EXCERPT_CHARS`] characters with the full length noted.
-fn excerpt(text: &str) -> String {
-    let len = text.chars().count();
-    if len <= EXCERPT_CHARS {
-        return format!("{text:?}");
-    }
-    let start: String = text.chars().take(EXCERPT_CHARS).collect();
-    format!("{start:?}… ({len} characters)")
-}
-
-/// `text` cut to `max` characters, marked when cut.
-fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]
