@@ -16,10 +16,12 @@ use log::LevelFilter;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::cmdline::{self, BootParams, BootSource};
-use crate::config::{self, Cluster};
+use crate::config::last_good::{self, LAST_GOOD_DIR};
+use crate::config::{self, Chosen, Cluster, ConfigError, ConfigErrors};
 use crate::drive::classify::{self, Classification};
 use crate::drive::source;
-use crate::handoff::dom0;
+use crate::handoff::apply::{self, Uplink};
+use crate::handoff::{dom0, plan};
 use crate::identity::{self, Naming};
 use crate::logger::{self, phase};
 use crate::net::dhcp::{self, ClientConfig, Lease};
@@ -36,6 +38,9 @@ pub const LAYERS_DIR: &str = "/rootfs";
 pub const NEW_ROOT: &str = "/newroot";
 /// Where a configuration delivered inside the initramfs is (network boots).
 pub const INITRAMFS_CONFIG: &str = "/pxen/config";
+/// Where host0's last-known-good copy of the configuration is in the initramfs (network
+/// boots), beside the current one.
+pub const INITRAMFS_LAST_GOOD: &str = "/pxen/last-good";
 /// Where the flash drive is mounted while `/init` reads it.
 pub const DRIVE_MOUNT: &str = "/run/pxen/drive";
 /// host0's RAM copy of the drive, which it serves; `/run` is moved into the new root at the
@@ -129,28 +134,32 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
             params.boot_source
         ),
     );
-    let (cluster, config_dir, drive) = load_config(params);
+    let BootConfig { chosen, dir, drive } = load_config(params);
+    let cluster = chosen.cluster();
 
     phase("identity", "naming this host");
     let machine_ids = identity::read_machine_ids(Path::new("/sys"));
-    let naming = name_host(&cluster, &machine_ids);
+    let naming = name_host(cluster, &machine_ids);
     log::info!("hostname {}: {}", naming.hostname, naming.reason);
 
     phase("drive", "is this the cluster's genuine source drive?");
-    let server_identity = decide_role(drive.as_ref(), &cluster, &machine_ids);
+    let server_identity = decide_role(drive.as_ref(), cluster, &machine_ids);
     if let Err(e) = dom0::write_role(Path::new(dom0::ROLE_FILE), server_identity.is_some()) {
         log::warn!("{e}; `pxen report` will assume this host is host0");
     }
+    if let (Some(_), Some(drive), true) = (&server_identity, &drive, chosen.is_current()) {
+        keep_last_good(drive);
+    }
     let supervisor = server_identity.map(|server| {
         phase("serve", "this host is host0 and serves the others");
-        start_boot_service(&cluster, &naming.hostname, server)
+        start_boot_service(cluster, chosen.notice(), &naming.hostname, server)
     });
 
     phase("rootfs", "copying the root filesystem into RAM");
     let new_root = Path::new(NEW_ROOT);
     copy_rootfs_to_ram(new_root)?;
     handoff::write_identity(new_root, &naming.hostname)?;
-    prepare_dom0(new_root, config_dir.as_deref());
+    prepare_dom0(new_root, cluster, &naming.hostname, dir.as_deref());
     if let Some(Some(supervisor)) = supervisor {
         // The supervisor reads /sys while it brings up the network; the handoff moves it.
         if !supervisor.wait_ready(NETWORK_WAIT) {
@@ -172,26 +181,28 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
     )?)
 }
 
-/// Adds PXEN's network and report service to dom0 (see [`dom0`]). A failure is loud but not
-/// fatal: the host boots without them, and can be reached on its console.
-fn prepare_dom0(new_root: &Path, config_dir: Option<&Path>) {
-    match link::physical_nics(Path::new("/sys/class/net")) {
-        Ok(nics) => match nics.first() {
-            Some(nic) => {
-                if let Err(e) = dom0::install_network(new_root, nic.mac, &nic.name) {
-                    log::error!("{e}; dom0 gets no network configuration from PXEN");
-                } else {
-                    log::info!(
-                        "network: dom0 bridges {} ({}) as {}",
-                        nic.name,
-                        nic.mac,
-                        dom0::BRIDGE
-                    );
-                }
+/// Applies the configuration to dom0 (users, keys, `/etc/hosts`, the bridge and its
+/// addressing, DNS, NTP: see [`apply`]) and adds PXEN's report service. A failure is loud but
+/// not fatal: the host boots without them, and can be reached on its console.
+fn prepare_dom0(new_root: &Path, cluster: &Cluster, hostname: &str, config_dir: Option<&Path>) {
+    let plan = plan::for_host(cluster, hostname, boot_uplink());
+    match apply::apply(new_root, &plan) {
+        Ok(applied) => {
+            log::info!(
+                "dom0: configuration applied: {} user(s), {} file(s)",
+                applied.accounts.len(),
+                applied.files.len()
+            );
+            if let Some(uplink) = &plan.uplink {
+                log::info!(
+                    "network: dom0 bridges {} ({}) as {}",
+                    uplink.name,
+                    uplink.mac,
+                    plan.network.bridge
+                );
             }
-            None => log::warn!("network: no network card found; dom0 gets no bridge"),
-        },
-        Err(e) => log::error!("{e}; dom0 gets no network configuration from PXEN"),
+        }
+        Err(e) => log::error!("{e}; dom0 boots without (part of) the cluster configuration"),
     }
     if config_dir.is_none() {
         log::warn!(
@@ -205,6 +216,27 @@ fn prepare_dom0(new_root: &Path, config_dir: Option<&Path>) {
         });
     if let Err(e) = installed {
         log::error!("{e}; this host will not report to host0");
+    }
+}
+
+/// The network card dom0's bridge enslaves: the first physical one. `None`, loudly, when there
+/// is none (dom0 then gets no bridge).
+fn boot_uplink() -> Option<Uplink> {
+    match link::physical_nics(Path::new("/sys/class/net")) {
+        Ok(nics) => match nics.into_iter().next() {
+            Some(nic) => Some(Uplink {
+                mac: nic.mac,
+                name: nic.name,
+            }),
+            None => {
+                log::warn!("network: no network card found; dom0 gets no bridge");
+                None
+            }
+        },
+        Err(e) => {
+            log::error!("{e}; dom0 gets no network configuration from PXEN");
+            None
+        }
     }
 }
 
@@ -248,48 +280,111 @@ fn decide_role(
     }
 }
 
-/// The configuration for this boot, the directory it was read from, and on a USB boot the
-/// drive. A missing or broken configuration is never fatal: the host boots with the built-in
-/// default and says so loudly, because a host that is up can be fixed over the network and
-/// one that is down cannot.
-fn load_config(params: &BootParams) -> (Cluster, Option<PathBuf>, Option<source::Candidate>) {
-    let mut drive = None;
-    let loaded = match params.boot_source {
+/// The configuration a host boots with.
+struct BootConfig {
+    /// The configuration, and whether it is the current one.
+    chosen: Chosen,
+    /// The directory of the chosen files (the current ones or the last-known-good copy), which
+    /// dom0 gets for `pxen report`; `None` with the built-in default.
+    dir: Option<PathBuf>,
+    /// On a USB boot, the drive.
+    drive: Option<source::Candidate>,
+}
+
+/// The configuration for this boot: the current files when they validate, else the
+/// last-known-good copy, else the built-in default (see [`last_good::choose`]). A broken
+/// configuration is never fatal: the host boots and says so loudly, because a host that is up
+/// can be fixed over the network and one that is down cannot.
+fn load_config(params: &BootParams) -> BootConfig {
+    let (current_dir, last_good_dir) = match params.boot_source {
         // The RAM copy, which outlives the drive's mount.
-        BootSource::Usb => config_from_drive(params).map(|(cluster, candidate)| {
-            drive = Some(candidate);
-            (cluster, Path::new(DRIVE_COPY).join("config"))
-        }),
-        BootSource::Net if Path::new(INITRAMFS_CONFIG).exists() => {
-            config::load_dir(Path::new(INITRAMFS_CONFIG))
-                .map(|cluster| (cluster, PathBuf::from(INITRAMFS_CONFIG)))
-                .map_err(|e| e.to_string())
-        }
-        BootSource::Net => Err("no configuration was delivered with the network boot".to_string()),
+        BootSource::Usb => (
+            Path::new(DRIVE_COPY).join("config"),
+            Path::new(DRIVE_COPY).join(LAST_GOOD_DIR),
+        ),
+        BootSource::Net => (
+            PathBuf::from(INITRAMFS_CONFIG),
+            PathBuf::from(INITRAMFS_LAST_GOOD),
+        ),
     };
-    match loaded {
-        Ok((cluster, dir)) => {
-            log::info!(
-                "configuration: cluster {:?}, {} named host(s)",
-                cluster.name,
-                cluster.hosts.len()
-            );
-            (cluster, dir.is_dir().then_some(dir), drive)
-        }
-        Err(why) => {
-            log::warn!("************************************************************");
-            log::warn!("*** USING THE BUILT-IN DEFAULT CONFIGURATION             ***");
-            log::warn!("************************************************************");
-            for line in why.lines() {
-                log::warn!("{line}");
-            }
-            (Cluster::builtin_default(), None, drive)
-        }
+    let (current, last_good, drive) = match params.boot_source {
+        BootSource::Usb => match config_from_drive(params) {
+            Ok((current, last_good, drive)) => (current, last_good, Some(drive)),
+            Err(why) => (Err(unreadable(Path::new(DRIVE_MOUNT), why)), None, None),
+        },
+        BootSource::Net if current_dir.exists() => (
+            config::load_dir(&current_dir),
+            last_good::read(&last_good_dir),
+            None,
+        ),
+        BootSource::Net => (
+            Err(unreadable(
+                &current_dir,
+                "no configuration was delivered with the network boot".to_string(),
+            )),
+            None,
+            None,
+        ),
+    };
+    let chosen = last_good::choose(current, last_good, Cluster::builtin_default);
+    let dir = match &chosen {
+        Chosen::Current(_) => Some(current_dir),
+        Chosen::LastGood { .. } => Some(last_good_dir),
+        Chosen::BuiltinDefault { .. } => None,
+    };
+    let cluster = chosen.cluster();
+    log::info!(
+        "configuration: cluster {:?}, {} named host(s)",
+        cluster.name,
+        cluster.hosts.len()
+    );
+    if let Some(lines) = chosen.notice() {
+        shout(&lines);
+    }
+    BootConfig {
+        chosen,
+        dir: dir.filter(|d| d.is_dir()),
+        drive,
     }
 }
 
-/// Finds the flash drive this host booted from, copies it into RAM and reads its `config/`.
-fn config_from_drive(params: &BootParams) -> Result<(Cluster, source::Candidate), String> {
+/// Prints `lines` on the console in a frame of stars, the first one (the headline) alone in
+/// it, so that it stands out among the boot messages.
+fn shout(lines: &[String]) {
+    let Some((headline, details)) = lines.split_first() else {
+        return;
+    };
+    let stars = "*".repeat(headline.len() + 8);
+    log::warn!("{stars}");
+    log::warn!("*** {headline} ***");
+    log::warn!("{stars}");
+    for line in details {
+        log::warn!("{line}");
+    }
+}
+
+/// A configuration that could not be read at all, as the one problem with it.
+fn unreadable(dir: &Path, why: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: dir.to_path_buf(),
+        position: None,
+        message: why,
+        fix: "check that the PXEN drive is plugged in and readable, or that host0 served this \
+              boot"
+            .to_string(),
+    }])
+}
+
+/// The current configuration read from the drive and its last-known-good copy.
+type DriveConfig = (
+    Result<Cluster, ConfigErrors>,
+    Option<Result<Cluster, ConfigErrors>>,
+    source::Candidate,
+);
+
+/// Finds the flash drive this host booted from, copies it into RAM and reads its `config/`
+/// and its last-known-good copy.
+fn config_from_drive(params: &BootParams) -> Result<DriveConfig, String> {
     let (sys, dev) = (Path::new("/sys"), Path::new("/dev"));
     let mount_point = Path::new(DRIVE_MOUNT);
     let partitions = drive::find_all(sys, dev, params.drive_wait).map_err(|e| e.to_string())?;
@@ -306,9 +401,30 @@ fn config_from_drive(params: &BootParams) -> Result<(Cluster, source::Candidate)
         ),
         Err(e) => log::error!("{e}"),
     }
-    let loaded = config::load_dir(&mount_point.join("config")).map_err(|e| e.to_string());
+    let current = config::load_dir(&mount_point.join("config"));
+    let last_good = last_good::read(&mount_point.join(LAST_GOOD_DIR));
     drive::unmount(mount_point);
-    loaded.map(|cluster| (cluster, chosen))
+    Ok((current, last_good, chosen))
+}
+
+/// host0, whose current configuration validated: keeps it on the drive as the last-known-good
+/// copy. A failure only costs the fallback of a later boot, so it is logged and the boot goes
+/// on.
+fn keep_last_good(drive: &source::Candidate) {
+    let mount_point = Path::new(DRIVE_MOUNT);
+    if let Err(e) = drive::mount_readwrite(&drive.partition, mount_point) {
+        log::error!("{e}; the configuration is not kept as the last-known-good copy");
+        return;
+    }
+    match last_good::keep(
+        &mount_point.join("config"),
+        &mount_point.join(LAST_GOOD_DIR),
+    ) {
+        Ok(true) => log::info!("configuration: kept on the drive as the last-known-good copy"),
+        Ok(false) => log::info!("configuration: unchanged since the last-known-good copy"),
+        Err(e) => log::error!("{e}"),
+    }
+    drive::unmount(mount_point);
 }
 
 /// host0: starts the boot service's supervisor, which brings up the network and serves while
@@ -316,6 +432,7 @@ fn config_from_drive(params: &BootParams) -> Result<(Cluster, source::Candidate)
 /// an ordinary host.
 fn start_boot_service(
     cluster: &Cluster,
+    config_notice: Option<Vec<String>>,
     hostname: &str,
     server: ServerIdentity,
 ) -> Option<Supervisor> {
@@ -329,6 +446,7 @@ fn start_boot_service(
             root: PathBuf::from("/"),
             config_dir: PathBuf::from("/config"),
             cluster: cluster.clone(),
+            config_notice,
             address: lease.address,
             listen: Ipv4Addr::UNSPECIFIED,
             http_port: 80,

@@ -196,6 +196,7 @@ fn serve(words: &[&str]) -> Result<(), String> {
         config_dir,
         wake: cluster.wake_macs(),
         cluster,
+        config_notice: None,
         address,
         listen: address,
         http_port: port(&options, "--http-port", 80)?,

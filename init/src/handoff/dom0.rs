@@ -177,13 +177,6 @@ pub fn parse_timeline(text: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Writes the network configuration PXEN sets up without a configuration (the bridge
-/// [`BRIDGE`] by DHCP) for the boot card `nic` (named `name` by the kernel) and enables
-/// systemd-networkd.
-pub fn install_network(new_root: &Path, nic: MacAddr, name: &str) -> Result<(), Dom0Error> {
-    install_bridge(new_root, nic, name, &NetworkSpec::default())
-}
-
 /// Writes the network configuration `network` for the boot card `nic` (named `name` by the
 /// kernel) and enables systemd-networkd. The file names are fixed whatever the bridge's name,
 /// so every boot replaces the same files.
@@ -446,9 +439,10 @@ mod tests {
     #[test]
     fn installs_the_network_with_networkd_enabled() {
         let root = tempfile::tempdir().unwrap();
-        install_network(root.path(), NIC, "eth0").unwrap();
+        let network = NetworkSpec::default();
+        install_bridge(root.path(), NIC, "eth0", &network).unwrap();
         // Twice: every boot writes them again over the same files.
-        install_network(root.path(), NIC, "eth0").unwrap();
+        install_bridge(root.path(), NIC, "eth0", &network).unwrap();
         let etc = root.path().join("etc/systemd");
         assert_eq!(
             std::fs::read_to_string(etc.join("network/10-pxen-xenbr0.netdev")).unwrap(),

@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod dom0;
+pub mod plan;
 
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr};

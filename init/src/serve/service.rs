@@ -50,6 +50,9 @@ pub struct ServiceConfig {
     /// The cluster configuration: its name and hosts for the status page, its secret for the
     /// hosts' reports.
     pub cluster: Cluster,
+    /// Why the configuration served is not the drive's current one (see
+    /// `config::Chosen::notice`), shown atop the status page; `None` when it is.
+    pub config_notice: Option<Vec<String>>,
     /// The address clients reach this server at, written into the boot files.
     pub address: Ipv4Addr,
     /// The address TFTP and HTTP listen on: host0 listens on all (0.0.0.0), so it keeps
@@ -271,6 +274,9 @@ pub fn start(config: &ServiceConfig) -> Result<BootService, ServiceError> {
         config.http_port,
     )?);
     let status = StatusBoard::new(&config.cluster.name);
+    if let Some(notice) = &config.config_notice {
+        status.set_notice(notice.clone());
+    }
     status.expect_hosts(&config.cluster.hosts);
     let own_macs: HashSet<MacAddr> = config.cluster.wake_macs().into_iter().collect();
     let me = announcement(config);
@@ -570,6 +576,7 @@ mod tests {
                 network: Network::default(),
                 vms: Vec::new(),
             },
+            config_notice: None,
             address: Ipv4Addr::LOCALHOST,
             listen: Ipv4Addr::LOCALHOST,
             http_port: free_tcp_port(),

@@ -131,6 +131,9 @@ pub struct StatusBoard {
 #[derive(Debug, Default)]
 struct Board {
     cluster: String,
+    /// host0's notice that it does not run the current configuration (see
+    /// [`StatusBoard::set_notice`]); empty when it does.
+    notice: Vec<String>,
     hosts: Vec<HostStatus>,
 }
 
@@ -140,9 +143,17 @@ impl StatusBoard {
         StatusBoard {
             inner: Arc::new(RwLock::new(Board {
                 cluster: cluster.to_string(),
+                notice: Vec::new(),
                 hosts: Vec::new(),
             })),
         }
+    }
+
+    /// Shows `lines` above the hosts, in large red letters on the page: host0 does not run
+    /// the current configuration (a headline, then what is wrong; see
+    /// `config::Chosen::notice`).
+    pub fn set_notice(&self, lines: Vec<String>) {
+        self.write().notice = lines;
     }
 
     // A panic in another thread while it held the lock must not take the status page down
@@ -295,9 +306,10 @@ impl StatusBoard {
         let mut page = format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
              <title>PXEN {cluster}</title></head>\n<body><h1>PXEN cluster {cluster}</h1>\n\
-             <p>{} host(s), {} online, at {}</p>\n<table border=\"1\" cellpadding=\"4\">\n\
+             {}<p>{} host(s), {} online, at {}</p>\n<table border=\"1\" cellpadding=\"4\">\n\
              <tr><th>hostname</th><th>serial</th><th>MACs</th><th>address</th><th>state</th><th>first seen</th>\
              <th>last seen</th><th>boot timeline (s since power-on)</th></tr>\n",
+            notice_html(&board.notice),
             board.hosts.len(),
             board.hosts.iter().filter(|h| h.state == HostState::Online).count(),
             utc(now),
@@ -351,7 +363,8 @@ impl StatusBoard {
                 *width = (*width).max(cell.chars().count());
             }
         }
-        let mut text = format!(
+        let mut text = notice_text(&board.notice);
+        text += &format!(
             "PXEN cluster {}: {} host(s), {} online, at {}\n",
             board.cluster,
             board.hosts.len(),
@@ -379,12 +392,36 @@ impl StatusBoard {
     pub fn render_json(&self) -> String {
         let board = self.read();
         let hosts: Vec<String> = board.hosts.iter().map(host_json).collect();
+        let notice: Vec<String> = board.notice.iter().map(|l| json_string(l)).collect();
         format!(
-            "{{\"cluster\":{},\"hosts\":[{}]}}\n",
+            "{{\"cluster\":{},\"notice\":[{}],\"hosts\":[{}]}}\n",
             json_string(&board.cluster),
+            notice.join(","),
             hosts.join(",")
         )
     }
+}
+
+/// The notice as a red box atop the page: the headline large, the details as they are.
+fn notice_html(notice: &[String]) -> String {
+    let Some((headline, details)) = notice.split_first() else {
+        return String::new();
+    };
+    let details: Vec<String> = details.iter().map(|l| escape_html(l)).collect();
+    format!(
+        "<div style=\"border:4px solid red;color:red;padding:8px\"><h1>{}</h1><pre>{}</pre></div>\n",
+        escape_html(headline),
+        details.join("\n")
+    )
+}
+
+/// The notice framed by `!` lines above the table.
+fn notice_text(notice: &[String]) -> String {
+    if notice.is_empty() {
+        return String::new();
+    }
+    let bar = "!".repeat(notice[0].chars().count());
+    format!("{bar}\n{}\n{bar}\n\n", notice.join("\n"))
 }
 
 fn host_json(host: &HostStatus) -> String {
@@ -535,13 +572,45 @@ mod tests {
         let json = board.render_json();
         assert!(
             json.starts_with(
-                "{\"cluster\":\"lab\\u003c1>\",\"hosts\":[{\"hostname\":\"\\u003cscript>"
+                "{\"cluster\":\"lab\\u003c1>\",\"notice\":[],\"hosts\":[{\"hostname\":\"\\u003cscript>"
             ),
             "{json}"
         );
         assert!(json.contains("\"state\":\"booting\",\"files_fetched\":2"));
         assert!(json.contains("[\"xen & \\\"dom0\\\"\",12.25]"));
         assert!(json.contains("\"serial\":\"S\\\"2\\n\""));
+    }
+
+    #[test]
+    fn the_configuration_notice_heads_every_rendering() {
+        let board = StatusBoard::new("lab");
+        assert!(!board
+            .render_html(UNIX_EPOCH)
+            .contains("border:4px solid red"));
+        assert!(board
+            .render_text(UNIX_EPOCH)
+            .starts_with("PXEN cluster lab"));
+        board.set_notice(vec![
+            "THE CONFIGURATION IS BROKEN".into(),
+            "cluster.ron:3:9: <bad>".into(),
+        ]);
+        let html = board.render_html(UNIX_EPOCH);
+        assert!(
+            html.contains(
+                "<h1>THE CONFIGURATION IS BROKEN</h1><pre>cluster.ron:3:9: &lt;bad&gt;</pre>"
+            ),
+            "{html}"
+        );
+        let text = board.render_text(UNIX_EPOCH);
+        assert!(
+            text.starts_with(
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!\nTHE CONFIGURATION IS BROKEN\ncluster.ron:3:9: <bad>\n"
+            ),
+            "{text}"
+        );
+        assert!(board.render_json().contains(
+            "\"notice\":[\"THE CONFIGURATION IS BROKEN\",\"cluster.ron:3:9: \\u003cbad>\"]"
+        ));
     }
 
     fn configured(serial: &str, hostname: &str, mac: &str) -> Host {
