@@ -42,14 +42,17 @@ pub struct HostSpec {
     pub memory_mib: u64,
 }
 
-/// A USB stick a machine of the cluster boots from (a snapshot of the image: the file is
-/// never modified).
+/// A USB stick a machine of the cluster boots from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stick {
-    /// The image file (never modified).
+    /// The image file.
     pub image: PathBuf,
     /// The stick's USB serial.
     pub usb_serial: String,
+    /// Whether the machine's writes reach the image file, as a real stick keeps them (the
+    /// drive's binding, stamps, last-known-good configuration); `false` boots a snapshot and
+    /// leaves the file as it was.
+    pub persistent: bool,
 }
 
 /// A step of running the cluster failed.
@@ -293,7 +296,7 @@ impl ClusterBuilder {
             let boot = Boot::UsbStick {
                 image: stick.image.clone(),
                 usb_serial: stick.usb_serial.clone(),
-                persistent: false,
+                persistent: stick.persistent,
             };
             let mut config = self.machine_config(spec, boot, &cluster.switch, port);
             config.echo_console = self.echo_console;
@@ -500,7 +503,7 @@ impl Cluster {
         config.boot = Boot::UsbStick {
             image: stick.image.clone(),
             usb_serial: stick.usb_serial.clone(),
-            persistent: false,
+            persistent: stick.persistent,
         };
         host.machine = Some(Machine::start(&config)?);
         Ok(())

@@ -97,10 +97,24 @@ pub struct ConfiguredHost {
     pub hostname: String,
     /// Its network card's MAC, which host0 wakes; `None` for a host that is not woken (host0).
     pub mac: Option<MacAddr>,
+    /// Its dom0's fixed address on the test LAN (`10.77.0.40/24`, through the LAN's gateway);
+    /// `None`: from the LAN's DHCP server.
+    pub static_address: Option<String>,
 }
 
 /// The `cluster.ron` an administrator writes for `hosts`, with the cluster's `secret`.
 pub fn cluster_config(name: &str, secret: &str, hosts: &[ConfiguredHost]) -> String {
+    cluster_config_with(name, secret, hosts, &[])
+}
+
+/// [`cluster_config`] with more of the configuration's fields, each `field: value` in RON
+/// (`"domain: Some(\"lab.test\")"`, `"users: [User(name: \"ops\")]"`).
+pub fn cluster_config_with(
+    name: &str,
+    secret: &str,
+    hosts: &[ConfiguredHost],
+    fields: &[String],
+) -> String {
     let hosts: Vec<String> = hosts
         .iter()
         .map(|host| {
@@ -108,14 +122,25 @@ pub fn cluster_config(name: &str, secret: &str, hosts: &[ConfiguredHost]) -> Str
                 .mac
                 .map(|mac| format!(", macs: [\"{mac}\"]"))
                 .unwrap_or_default();
+            let network = host
+                .static_address
+                .as_ref()
+                .map(|address| {
+                    format!(
+                        ", network: Some(Static(address: {address:?}, gateway: Some(\"{}\")))",
+                        crate::lan::GATEWAY
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                "        Host(serial: {:?}, hostname: {:?}{macs}),",
+                "        Host(serial: {:?}, hostname: {:?}{macs}{network}),",
                 host.serial, host.hostname
             )
         })
         .collect();
+    let fields: String = fields.iter().map(|f| format!("    {f},\n")).collect();
     format!(
-        "Cluster(\n    name: {name:?},\n    secret: {secret:?},\n    hosts: [\n{}\n    ],\n)\n",
+        "Cluster(\n    name: {name:?},\n    secret: {secret:?},\n    hosts: [\n{}\n    ],\n{fields})\n",
         hosts.join("\n")
     )
 }
@@ -185,14 +210,17 @@ mod tests {
                 serial: "S0".into(),
                 hostname: "zero".into(),
                 mac: None,
+                static_address: None,
             },
             ConfiguredHost {
                 serial: "S1".into(),
                 hostname: "one".into(),
                 mac: Some(MacAddr::new([0x52, 0x54, 0, 0, 0, 1])),
+                static_address: Some("10.77.0.40/24".into()),
             },
         ];
-        let text = cluster_config("lab", "a-secret-of-enough-length", &hosts);
+        let fields = ["domain: Some(\"lab.test\")".to_string()];
+        let text = cluster_config_with("lab", "a-secret-of-enough-length", &hosts, &fields);
         let cluster = pxen::config::parse_cluster(Path::new("cluster.ron"), &text).unwrap();
         assert_eq!(cluster.name, "lab");
         assert_eq!(cluster.secret, "a-secret-of-enough-length");
@@ -200,6 +228,14 @@ mod tests {
         assert_eq!(
             cluster.wake_macs(),
             [MacAddr::new([0x52, 0x54, 0, 0, 0, 1])]
+        );
+        assert_eq!(cluster.domain.as_deref(), Some("lab.test"));
+        assert_eq!(
+            cluster.addressing_of(&cluster.hosts[1]),
+            &pxen::config::Addressing::Static {
+                address: "10.77.0.40/24".into(),
+                gateway: Some("10.77.0.2".into())
+            }
         );
     }
 }

@@ -790,6 +790,16 @@ impl Machine {
         }
     }
 
+    /// Makes the guest's next reboot reset the machine in place, as a real machine's does,
+    /// instead of ending QEMU (`-no-reboot`): the same QEMU, console and NIC boot again, from
+    /// the firmware on.
+    pub fn reboot_in_place(&mut self) -> Result<(), HarnessError> {
+        self.qmp()?
+            .execute("set-action", Some(json!({ "reboot": "reset" })))?;
+        log::info!("machine {}: a reboot now resets it in place", self.name);
+        Ok(())
+    }
+
     /// Waits up to `timeout` for the machine to power itself off (the guest shut down or
     /// rebooted: `-no-reboot` ends QEMU either way) and returns QEMU's exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, HarnessError> {

@@ -253,6 +253,7 @@ fn stick(image: &Path, serial: &str) -> Stick {
     Stick {
         image: image.to_path_buf(),
         usb_serial: serial.into(),
+        persistent: false,
     }
 }
 

@@ -111,6 +111,7 @@ fn configured_stick(image: &Path, out_dir: &Path, hosts: usize) -> anyhow::Resul
                 hostname,
                 // host0 boots from the stick; the others are woken.
                 mac: (i > 0).then_some(mac),
+                static_address: None,
             }
         })
         .collect();
@@ -124,6 +125,7 @@ fn configured_stick(image: &Path, out_dir: &Path, hosts: usize) -> anyhow::Resul
     Ok(Stick {
         image: stick,
         usb_serial: "PXEN-DEMO-STICK".into(),
+        persistent: false,
     })
 }
 

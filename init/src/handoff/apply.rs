@@ -541,22 +541,17 @@ fn set_root_hash(shadow: &[Entry], hash: Option<&str>) -> Result<String, ApplyEr
     found.then_some(text).ok_or(ApplyError::NoRootShadow)
 }
 
-/// Applies `plan` to the root filesystem at `new_root`: `/etc/hosts`, the accounts with their
-/// homes and SSH keys, root's keys and password, the networkd files of the bridge, the NTP
-/// drop-in and `/etc/resolv.conf`. Files already there are replaced; the account files keep
-/// their modes and owners.
+/// Applies `plan` to the root filesystem at `new_root`: the networkd files of the bridge, the
+/// NTP drop-in and `/etc/resolv.conf` first (see below), then `/etc/hosts`, the accounts with
+/// their homes and SSH keys, root's keys and password. Files already there are replaced; the
+/// account files keep their modes and owners.
 pub fn apply(new_root: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
     let mut writer = Writer {
         root: new_root,
         files: Vec::new(),
     };
-    writer.file(
-        "etc/hosts",
-        render_hosts(&plan.hostname, plan.domain.as_deref(), &plan.hosts),
-        0o644,
-        None,
-    )?;
-    let accounts = apply_accounts(&mut writer, plan)?;
+    // The network first: a host that is reachable can be fixed from afar, so an account the
+    // root filesystem refuses must not cost it its bridge.
     if let Some(uplink) = &plan.uplink {
         dom0::install_bridge(new_root, uplink.mac, &uplink.name, &plan.network)?;
     }
@@ -566,6 +561,13 @@ pub fn apply(new_root: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
     if let Some(text) = render_resolv_conf(&plan.network.dns, &plan.network.search) {
         writer.file("etc/resolv.conf", &text, 0o644, None)?;
     }
+    writer.file(
+        "etc/hosts",
+        render_hosts(&plan.hostname, plan.domain.as_deref(), &plan.hosts),
+        0o644,
+        None,
+    )?;
+    let accounts = apply_accounts(&mut writer, plan)?;
     Ok(Applied {
         accounts,
         files: writer.files,
