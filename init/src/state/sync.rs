@@ -1,0 +1,1 @@
+//! `pxen state sync`: placeholder.
