@@ -162,8 +162,7 @@ impl Store {
         read_best(&StdFileOps, &self.file(name), usable).map(|(_, bytes)| bytes)
     }
 
-    /// Stores `archive` as `name`'s state, crash-safely, the previous one kept as backup,
-    /// and touches the marker next to the hosts' directories.
+    /// Stores `archive` as `name`'s state, crash-safely, the previous one kept as backup.
     pub fn write(&self, name: &str, archive: &[u8]) -> Result<(), ReplaceError> {
         let file = self.file(name);
         if let Err(source) = std::fs::create_dir_all(file.dir()) {
@@ -173,7 +172,11 @@ impl Store {
             });
         }
         let current = read_best(&StdFileOps, &file, usable).map(|(slot, _)| slot);
-        replace::replace(&mut StdFileOps, &file, archive, current)?;
+        replace::replace(&mut StdFileOps, &file, archive, current)
+    }
+
+    /// Touches the marker beside the hosts' directories, which starts `pxen state sync`.
+    pub fn mark_changed(&self, name: &str) {
         let marker = self.hosts.join(".changed");
         if let Err(e) = std::fs::write(&marker, name) {
             log::warn!(
@@ -181,7 +184,6 @@ impl Store {
                 marker.display()
             );
         }
-        Ok(())
     }
 
     /// Every host's name and stored state, by name.
@@ -251,11 +253,14 @@ impl StateRoute {
         let decision = decide(&self.secret, upload, stored.as_deref());
         let (mut status, mut text) = decision.answer(upload.name);
         if decision == Decision::Store {
-            if let Err(e) = self.store.write(upload.name, upload.body) {
-                (status, text) = (
-                    Status::InternalServerError,
-                    format!("host0 cannot store the state: {e}\n"),
-                );
+            match self.store.write(upload.name, upload.body) {
+                Ok(()) => self.store.mark_changed(upload.name),
+                Err(e) => {
+                    (status, text) = (
+                        Status::InternalServerError,
+                        format!("host0 cannot store the state: {e}\n"),
+                    );
+                }
             }
         }
         match status {
@@ -386,7 +391,8 @@ mod tests {
         store.write("sn-1", &state("two")).unwrap();
         store.write("sn-2", &state("three")).unwrap();
         assert_eq!(store.read("sn-1").unwrap(), state("two"));
-        assert!(drive.path().join(MARKER).exists());
+        store.mark_changed("sn-2");
+        assert_eq!(std::fs::read(drive.path().join(MARKER)).unwrap(), b"sn-2");
         let tail = states_archive(&store).unwrap();
         assert_eq!(tail.len() % 4, 0, "the kernel needs each archive 4-aligned");
         let entries = cpio::read_archive(&tail).unwrap();
