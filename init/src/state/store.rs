@@ -299,12 +299,13 @@ impl PostRoute for StateRoute {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"a cluster secret of 16+";
 
-    fn state(text: &str) -> Vec<u8> {
+    /// A small valid state archive holding `text` as the machine ID.
+    pub(crate) fn state(text: &str) -> Vec<u8> {
         let mut writer = cpio::Writer::new(Vec::new());
         writer
             .file_bytes("etc/machine-id", 0o444, text.as_bytes())

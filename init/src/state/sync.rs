@@ -81,15 +81,7 @@ pub fn sync_to_drive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpio;
-
-    fn state(text: &str) -> Vec<u8> {
-        let mut writer = cpio::Writer::new(Vec::new());
-        writer
-            .file_bytes("etc/machine-id", 0o444, text.as_bytes())
-            .unwrap();
-        writer.finish().unwrap().0
-    }
+    use crate::state::store::tests::state;
 
     #[test]
     fn only_changed_states_are_written_and_the_old_one_is_kept() {
