@@ -159,6 +159,7 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
     let new_root = Path::new(NEW_ROOT);
     copy_rootfs_to_ram(new_root)?;
     handoff::write_identity(new_root, &naming.hostname)?;
+    restore_host_state(new_root, &machine_ids, params.boot_source);
     prepare_dom0(new_root, cluster, &naming.hostname, dir.as_deref());
     if let Some(Some(supervisor)) = supervisor {
         // The supervisor reads /sys while it brings up the network; the handoff moves it.
@@ -179,6 +180,16 @@ fn boot(params: &BootParams) -> Result<Infallible, BootError> {
         &params.init,
         &handoff::passthrough_args(),
     )?)
+}
+
+/// Gives this host its saved state back (see [`crate::state::at_boot`]): from the RAM copy of
+/// the drive on a USB boot, from the initramfs (host0 appends every host's) on a network boot.
+fn restore_host_state(new_root: &Path, ids: &identity::MachineIds, boot_source: BootSource) {
+    let source = match boot_source {
+        BootSource::Usb => Path::new(DRIVE_COPY),
+        BootSource::Net => Path::new("/"),
+    };
+    crate::state::at_boot::restore_host_state(new_root, ids, source);
 }
 
 /// Applies the configuration to dom0 (users, keys, `/etc/hosts`, the bridge and its

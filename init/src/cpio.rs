@@ -5,8 +5,9 @@
 //! An archive is a sequence of entries, each a 110-byte ASCII header, the NUL-terminated name
 //! and the data, name and data each padded with zeros to a multiple of 4 bytes, ended by an
 //! entry named `TRAILER!!!`. Every number in the header is 8 hexadecimal digits. The writer
-//! sets uid, gid and mtime to 0 and numbers inodes 1, 2, 3 ... in writing order, so the same
-//! entries written in the same order give byte-identical archives.
+//! sets mtime to 0, uid and gid to 0 unless an `_owned` method gives them, and numbers inodes
+//! 1, 2, 3 ... in writing order, so the same entries written in the same order give
+//! byte-identical archives.
 
 use std::io::{self, Read, Write};
 
@@ -18,6 +19,7 @@ const TRAILER: &str = "TRAILER!!!";
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
 const S_IFCHR: u32 = 0o020_000;
+const S_IFLNK: u32 = 0o120_000;
 /// Permission bits allowed in the `mode` argument of the writer's methods.
 const PERMISSION_BITS: u32 = 0o7777;
 
@@ -73,6 +75,7 @@ struct Header<'a> {
     name: &'a str,
     inode: u32,
     mode: u32,
+    uid_gid: (u32, u32),
     nlink: u32,
     size: u32,
     rdev_major: u32,
@@ -99,10 +102,21 @@ impl<W: Write> Writer<W> {
     /// Adds a directory. Its parent must have been added before (the kernel does not create
     /// missing parents).
     pub fn directory(&mut self, name: &str, mode: u32) -> Result<(), Error> {
+        self.directory_owned(name, mode, (0, 0))
+    }
+
+    /// Adds a directory owned by `uid_gid` (user, group).
+    pub fn directory_owned(
+        &mut self,
+        name: &str,
+        mode: u32,
+        uid_gid: (u32, u32),
+    ) -> Result<(), Error> {
         let header = Header {
             name,
             inode: self.take_inode(),
             mode: S_IFDIR | (mode & PERMISSION_BITS),
+            uid_gid,
             nlink: 2,
             size: 0,
             rdev_major: 0,
@@ -124,6 +138,7 @@ impl<W: Write> Writer<W> {
             name,
             inode: self.take_inode(),
             mode: S_IFCHR | (mode & PERMISSION_BITS),
+            uid_gid: (0, 0),
             nlink: 1,
             size: 0,
             rdev_major: major,
@@ -140,6 +155,18 @@ impl<W: Write> Writer<W> {
         size: u64,
         data: &mut dyn Read,
     ) -> Result<(), Error> {
+        self.file_owned(name, mode, (0, 0), size, data)
+    }
+
+    /// Adds a regular file owned by `uid_gid` (user, group), of `size` bytes read from `data`.
+    pub fn file_owned(
+        &mut self,
+        name: &str,
+        mode: u32,
+        uid_gid: (u32, u32),
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), Error> {
         let size32 = u32::try_from(size).map_err(|_| Error::TooLarge {
             name: name.to_owned(),
             size,
@@ -148,6 +175,7 @@ impl<W: Write> Writer<W> {
             name,
             inode: self.take_inode(),
             mode: S_IFREG | (mode & PERMISSION_BITS),
+            uid_gid,
             nlink: 1,
             size: size32,
             rdev_major: 0,
@@ -172,12 +200,40 @@ impl<W: Write> Writer<W> {
         self.file(name, mode, size, &mut { data })
     }
 
+    /// Adds a symbolic link to `target` owned by `uid_gid`; like the kernel's, its
+    /// permission bits are 0777 and its data is the target.
+    pub fn symlink_owned(
+        &mut self,
+        name: &str,
+        uid_gid: (u32, u32),
+        target: &str,
+    ) -> Result<(), Error> {
+        let size = u32::try_from(target.len()).map_err(|_| Error::TooLarge {
+            name: name.to_owned(),
+            size: target.len() as u64,
+        })?;
+        let header = Header {
+            name,
+            inode: self.take_inode(),
+            mode: S_IFLNK | 0o777,
+            uid_gid,
+            nlink: 1,
+            size,
+            rdev_major: 0,
+            rdev_minor: 0,
+        };
+        self.header(&header)?;
+        self.write_all(name, target.as_bytes())?;
+        self.pad(name)
+    }
+
     /// Writes the trailer entry; returns the output and the archive's total size in bytes.
     pub fn finish(mut self) -> Result<(W, u64), Error> {
         let trailer = Header {
             name: TRAILER,
             inode: 0,
             mode: 0,
+            uid_gid: (0, 0),
             nlink: 1,
             size: 0,
             rdev_major: 0,
@@ -206,8 +262,8 @@ impl<W: Write> Writer<W> {
             "{MAGIC}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
             header.inode,
             header.mode,
-            0, // uid: root
-            0, // gid: root
+            header.uid_gid.0,
+            header.uid_gid.1,
             header.nlink,
             0, // mtime: fixed, for reproducible archives
             header.size,

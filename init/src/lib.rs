@@ -18,6 +18,7 @@
 //! | [`boot`] | the PID 1 sequence that ties them together, and its fatal-error path |
 //! | [`net`] | the host's network: NICs, links and addresses (rtnetlink), the DHCP client, MAC addresses |
 //! | [`serve`] | host0's boot service for the rest of the cluster (proxyDHCP, TFTP, HTTP, the status page, the hosts' reports) |
+//! | [`state`] | per-host state that survives reboots (SSH host keys, machine ID, toolstack state): saving, storing on host0, restoring at boot |
 //! | [`report`] | the report every host sends host0 when its dom0 is up: gathering, signing, sending |
 //! | [`rand`] | a small deterministic PRNG for jitter and randomized tests |
 //! | [`wol`] | Wake-on-LAN: the magic packet, when to send it, and sending it |
@@ -37,4 +38,5 @@ pub mod rand;
 pub mod report;
 pub mod rootfs;
 pub mod serve;
+pub mod state;
 pub mod wol;

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use pxen::handoff::dom0;
 use pxen::report::{client, local};
 use pxen::serve::announce::watch::WatchConfig;
 use pxen::serve::announce::{find, ANNOUNCE_PORT, DEFAULT_SETTLE};
 use pxen::serve::service::{self, ServiceConfig};
-use pxen::{boot, config, identity, logger};
+use pxen::state::{self, archive, sync, upload};
+use pxen::{boot, cmdline, config, identity, logger};
 
 const USAGE: &str = "\
 usage: pxen COMMAND
@@ -38,6 +40,17 @@ commands:
                        cluster secret, to pxen.server= of the kernel command line (host0
                        itself when booted from the drive); retries until accepted, or until
                        the deadline
+  state save [--root DIR] [--server URL] [--config DIR] [--name NAME] [--base FILE]
+             [--deadline SECONDS]
+                       save this host's state (SSH host keys, machine ID, toolstack state;
+                       run by pxen-state.service in dom0) to host0 when it changed since the
+                       last acknowledged save (the hash in --base, /run/pxen/state-base);
+                       NAME defaults to this machine's (from its serial); retries until host0
+                       answers; host0 keeps its saved state and answers 409 when this host
+                       booted without it
+  state sync           host0 only: write the states the boot service stored in RAM to the
+                       drive (run by pxen-state-sync.path and .timer); without the drive,
+                       say so and succeed
   status [--server URL] [--json]
                        print host0's status page (pxen.server= of the kernel command line,
                        else this host's own): every host, its state, address, boot timeline
@@ -72,6 +85,8 @@ fn run(words: &[&str]) -> Result<(), String> {
         ["serve", rest @ ..] => serve(rest),
         ["report", rest @ ..] => report(rest),
         ["status", rest @ ..] => status(rest),
+        ["state", "save", rest @ ..] => state_save(rest),
+        ["state", "sync"] => state_sync(),
         ["version"] | ["--version"] => {
             println!("pxen {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -238,19 +253,8 @@ fn report(words: &[&str]) -> Result<(), String> {
     if let Some(server) = options.get("--server") {
         outgoing.server = local::Host0::At(server.to_string());
     }
-    let policy = client::RetryPolicy {
-        deadline: match options.get("--deadline") {
-            Some(text) => Some(Duration::from_secs(text.parse().map_err(|_| {
-                format!("--deadline takes a whole number of seconds, not `{text}`")
-            })?)),
-            None => None,
-        },
-        ..client::RetryPolicy::default()
-    };
-    let server = match outgoing.server {
-        local::Host0::At(server) => server,
-        local::Host0::Announced => await_host0(&outgoing.secret)?,
-    };
+    let policy = deadline_policy(&options)?;
+    let server = host0_url(outgoing.server, &outgoing.secret)?;
     log::info!(
         "report: telling {server} that {} is up",
         outgoing.report.hostname
@@ -263,6 +267,104 @@ fn report(words: &[&str]) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     println!("{}", accepted.answer);
+    Ok(())
+}
+
+/// host0's HTTP server: where this host knows it is, else learnt from its announcements.
+fn host0_url(host0: local::Host0, secret: &str) -> Result<String, String> {
+    match host0 {
+        local::Host0::At(server) => Ok(server),
+        local::Host0::Announced => await_host0(secret),
+    }
+}
+
+fn deadline_policy(options: &HashMap<&str, &str>) -> Result<client::RetryPolicy, String> {
+    Ok(client::RetryPolicy {
+        deadline: match options.get("--deadline") {
+            Some(text) => Some(Duration::from_secs(text.parse().map_err(|_| {
+                format!("--deadline takes a whole number of seconds, not `{text}`")
+            })?)),
+            None => None,
+        },
+        ..client::RetryPolicy::default()
+    })
+}
+
+fn state_save(words: &[&str]) -> Result<(), String> {
+    const KNOWN: &[&str] = &[
+        "--root",
+        "--server",
+        "--config",
+        "--name",
+        "--base",
+        "--deadline",
+    ];
+    let options = options(words, &[])?;
+    if let Some(unknown) = options.keys().find(|k| !KNOWN.contains(k)) {
+        return Err(format!("unknown option `{unknown}`\n{USAGE}"));
+    }
+    let mut sources = local::Sources::system();
+    if let Some(dir) = options.get("--config") {
+        sources.config = PathBuf::from(dir);
+    }
+    let secret = config::load_dir(&sources.config)
+        .map_err(|e| format!("{e}without the cluster secret the state cannot be signed"))?
+        .secret;
+    let name = match options.get("--name") {
+        Some(name) => name.to_string(),
+        None => identity::choose_id(&identity::read_machine_ids(&sources.sys))
+            .map(|id| archive::state_file_name(&id.value))
+            .ok_or("this machine has no usable serial, UUID or MAC address, so it has no state name; give --name")?,
+    };
+    let server = match options.get("--server") {
+        Some(server) => server.to_string(),
+        None => host0_url(
+            local::host0_server(&sources).map_err(|e| e.to_string())?,
+            &secret,
+        )?,
+    };
+    let target = upload::Target {
+        server: &server,
+        name: &name,
+        secret: &secret,
+        base_file: Path::new(options.get("--base").copied().unwrap_or(state::BASE_FILE)),
+    };
+    let root = Path::new(options.get("--root").copied().unwrap_or("/"));
+    match upload::save(root, &target, &deadline_policy(&options)?).map_err(|e| e.to_string())? {
+        upload::Saved::Unchanged(hash) => {
+            println!("state of {name} unchanged ({}), not sent", &hash[..12])
+        }
+        upload::Saved::Sent { hash, accepted } => {
+            println!(
+                "state of {name} ({}) saved: {}",
+                &hash[..12],
+                accepted.answer
+            )
+        }
+    }
+    Ok(())
+}
+
+/// Where `pxen state sync` mounts the drive for its writes.
+const SYNC_MOUNT: &str = "/run/pxen/state-sync-drive";
+
+fn state_sync() -> Result<(), String> {
+    let role = std::fs::read_to_string(dom0::ROLE_FILE).unwrap_or_default();
+    if role.trim() != dom0::ROLE_HOST0 {
+        println!(
+            "state sync: this host is not host0 (see {}); host0 alone writes the drive",
+            dom0::ROLE_FILE
+        );
+        return Ok(());
+    }
+    let proc_cmdline = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
+    let (params, _) = cmdline::parse(&proc_cmdline);
+    let ram = Path::new(boot::DRIVE_COPY);
+    match sync::sync_to_drive(ram, params.drive.as_deref(), Path::new(SYNC_MOUNT)).map_err(|e| e.to_string())? {
+        sync::Synced::Written(count) => println!("state sync: {count} host state(s) written to the drive"),
+        sync::Synced::NoDrive(count) => println!("state sync: the drive is not plugged in; {count} host state(s) are kept in RAM only until the drive is back"),
+    }
     Ok(())
 }
 

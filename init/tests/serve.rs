@@ -216,17 +216,11 @@ fn report(hostname: &str, serial: &str, mac: &str) -> HostReport {
 
 #[test]
 fn hosts_report_to_pxen_serve_and_pxen_status_shows_them() {
-    let drive = tempfile::tempdir().unwrap();
-    let root = drive.path();
-    std::fs::write(root.join("syslinux.cfg"), DRIVE_CFG).unwrap();
-    std::fs::write(root.join("initrd.img"), b"initrd").unwrap();
-    std::fs::create_dir(root.join("config")).unwrap();
-    std::fs::write(
-        root.join("config/cluster.ron"),
+    let drive = small_drive(
         "Cluster(name: \"report-lab\", secret: \"report-secret-0123\", \
          hosts: [Host(serial: \"S1\", hostname: \"node1\")])",
-    )
-    .unwrap();
+    );
+    let root = drive.path();
     let http = free_tcp_port();
     let _server = start_server(
         root,
@@ -289,5 +283,95 @@ fn hosts_report_to_pxen_serve_and_pxen_status_shows_them() {
         lines[3].starts_with("stray")
             && lines[3].contains("online (new: not in the configuration)"),
         "{after}"
+    );
+}
+
+/// A drive directory with a boot menu, a tiny initramfs and the configuration `cluster_ron`.
+fn small_drive(cluster_ron: &str) -> tempfile::TempDir {
+    let drive = tempfile::tempdir().unwrap();
+    let root = drive.path();
+    std::fs::write(root.join("syslinux.cfg"), DRIVE_CFG).unwrap();
+    std::fs::write(root.join("initrd.img"), b"initrd").unwrap();
+    std::fs::create_dir(root.join("config")).unwrap();
+    std::fs::write(root.join("config/cluster.ron"), cluster_ron).unwrap();
+    drive
+}
+
+/// Runs the `pxen` command and returns whether it succeeded and what it said on both outputs.
+fn pxen_outcome(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_pxen"))
+        .args(args)
+        .output()
+        .expect("the pxen binary runs");
+    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
+    said += &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), said)
+}
+
+#[test]
+fn a_host_state_is_saved_refused_on_a_wrong_base_and_served_in_the_initrd() {
+    let drive = small_drive("Cluster(name: \"state-lab\", secret: \"state-secret-0123456\")");
+    let root = drive.path();
+    let http = free_tcp_port();
+    let _server = start_server(
+        root,
+        http,
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let url = format!("http://127.0.0.1:{http}");
+
+    let dom0 = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dom0.path().join("etc/ssh")).unwrap();
+    let key = dom0.path().join("etc/ssh/ssh_host_ed25519_key");
+    std::fs::write(&key, "HOST KEY").unwrap();
+    let base = dom0.path().join("state-base");
+    let config = root.join("config");
+    let save = |base: &Path| {
+        pxen_outcome(&[
+            "state",
+            "save",
+            "--root",
+            dom0.path().to_str().unwrap(),
+            "--server",
+            &url,
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            "sn-1",
+            "--base",
+            base.to_str().unwrap(),
+            "--deadline",
+            "20",
+        ])
+    };
+    let (saved, said) = save(&base);
+    assert!(saved && said.contains("saved"), "{said}");
+    let stored = std::fs::read(root.join("pxen/hosts/sn-1/state.cpio")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&base).unwrap().trim(),
+        pxen::state::archive::content_hash(&stored)
+    );
+    let (again, said) = save(&base);
+    assert!(again && said.contains("unchanged"), "{said}");
+
+    // A host that booted without its saved state (base `none`) must not replace it.
+    std::fs::write(&key, "ANOTHER KEY").unwrap();
+    let fresh = dom0.path().join("fresh-base");
+    let (refused, said) = save(&fresh);
+    assert!(!refused && said.contains("409"), "{said}");
+    assert_eq!(
+        std::fs::read(root.join("pxen/hosts/sn-1/state.cpio")).unwrap(),
+        stored
+    );
+
+    let initrd = curl(&format!("{url}/initrd.img"));
+    let tail = initrd
+        .windows(stored.len())
+        .position(|window| window == stored.as_slice());
+    assert!(
+        tail.is_some(),
+        "the served initrd.img carries the stored state"
     );
 }

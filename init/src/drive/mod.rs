@@ -15,12 +15,14 @@
 //! | [`device`] | the device facts a binding records: the disk of a partition, its hardware serial, the partition UUID |
 //! | [`classify`] | genuine, unbound, clone, corrupted, foreign, absent: the pure decision, its console banner, and binding |
 //! | [`source`] | at boot: which drive this host booted from, its classification, host0's binding and stamp |
+//! | [`replace`] | replacing a file on the drive crash-safely, the previous version kept as a backup |
 //! | [`stamp`] | `pxen/stamp.ron`: the chained stamp host0 writes at every boot, crash-safe with a backup |
 
 pub mod classify;
 pub mod device;
 pub mod identity;
 pub mod manifest;
+pub mod replace;
 pub mod source;
 pub mod stamp;
 

@@ -35,16 +35,18 @@
 //! guarantees that, as long as what was synced stays synced, some complete stamp exists at every
 //! instant, so the previous stamp survives; it does not make FAT itself crash-proof.
 //!
-//! The file operations go through [`FileOps`], so that the tests can cut the power after each
-//! step; [`StdFileOps`] is the real implementation.
+//! The sequence itself is [`replace::replace`], shared with the hosts' saved state; its file
+//! operations go through [`FileOps`], so that the tests can cut the power after each step.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use super::replace::{self, ReplaceError, Rotation, Slot};
+pub use super::replace::{FileOps, StdFileOps};
 
 /// The stamp file, in the stamp directory (`pxen/` on the drive's FAT partition).
 pub const STAMP_FILE: &str = "stamp.ron";
@@ -225,56 +227,9 @@ pub enum StampError {
         /// The counter of the stamp to write.
         counter: u64,
     },
-    /// Step 1: writing `stamp.ron.new` failed.
-    #[error("cannot write {path}: {source}; the stamp directory must exist (mkimage creates it) on a drive mounted read-write with free space")]
-    WriteNew {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// Step 1: fsyncing `stamp.ron.new` failed.
-    #[error(
-        "cannot flush {path} to the drive: {source}; the drive may have been pulled or be failing"
-    )]
-    SyncNew {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// Step 2: renaming `stamp.ron` to `stamp.ron.bak` failed.
-    #[error(
-        "cannot rename {from} to {to}: {source}; the drive may have been pulled or be failing"
-    )]
-    Backup {
-        /// The current stamp.
-        from: PathBuf,
-        /// The backup.
-        to: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// Step 3: renaming `stamp.ron.new` to `stamp.ron` failed.
-    #[error(
-        "cannot rename {from} to {to}: {source}; the drive may have been pulled or be failing"
-    )]
-    Install {
-        /// The new stamp.
-        from: PathBuf,
-        /// The stamp file.
-        to: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// Step 4: fsyncing the stamp directory failed.
-    #[error("cannot flush the directory {dir} to the drive: {source}; the drive may have been pulled or be failing")]
-    SyncDir {
-        /// The stamp directory.
-        dir: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
+    /// Replacing `stamp.ron` failed at one of its steps.
+    #[error(transparent)]
+    Write(#[from] ReplaceError),
 }
 
 /// Why each stamp file was rejected, for [`StampError::Unusable`].
@@ -432,48 +387,6 @@ fn check_link(newer: &Stamp, older: &Stamp, older_bytes: &[u8]) -> Result<(), Ch
     Ok(())
 }
 
-/// The file operations the stamp needs, so that tests can interrupt them after any step.
-pub trait FileOps {
-    /// Creates or truncates `path` and writes `bytes` into it (not yet synced).
-    fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
-    /// Flushes `path`'s data and size to the media.
-    fn fsync_file(&mut self, path: &Path) -> io::Result<()>;
-    /// Renames `from` to `to`, replacing `to` if it exists.
-    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()>;
-    /// Flushes the directory `dir` (its entries: creations and renames) to the media.
-    fn fsync_dir(&mut self, dir: &Path) -> io::Result<()>;
-    /// The whole content of `path`.
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-}
-
-/// [`FileOps`] on the real file system.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StdFileOps;
-
-impl FileOps for StdFileOps {
-    fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        File::create(path)?.write_all(bytes)
-    }
-
-    fn fsync_file(&mut self, path: &Path) -> io::Result<()> {
-        // fsync flushes the file, whichever descriptor it is called on.
-        File::open(path)?.sync_all()
-    }
-
-    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
-    }
-
-    fn fsync_dir(&mut self, dir: &Path) -> io::Result<()> {
-        // Linux fsyncs a directory through a read-only descriptor of it.
-        File::open(dir)?.sync_all()
-    }
-
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        std::fs::read(path)
-    }
-}
-
 /// Which of the three stamp files a stamp was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StampFile {
@@ -486,6 +399,15 @@ pub enum StampFile {
 }
 
 impl StampFile {
+    /// The slot of [`replace`] this file is.
+    pub fn slot(self) -> Slot {
+        match self {
+            StampFile::Current => Slot::Current,
+            StampFile::New => Slot::New,
+            StampFile::Backup => Slot::Backup,
+        }
+    }
+
     /// The file's name in the stamp directory.
     pub fn name(self) -> &'static str {
         match self {
@@ -615,27 +537,13 @@ pub fn write_stamp(fs: &mut impl FileOps, dir: &Path, stamp: &Stamp) -> Result<(
     Stamp::parse(&bytes).map_err(|source| StampError::Invalid { source })?;
     let current = current_for_write(fs, dir)?;
     check_follows(dir, stamp, current.as_ref())?;
-    match current.map(|current| current.file) {
-        Some(StampFile::Current) => {
-            write_new(fs, dir, &bytes)?;
-            back_up_current(fs, dir)?;
-            install_new(fs, dir)
-        }
-        Some(StampFile::New) => {
-            // Finish the interrupted write first: the stamp in `.new` must become the backup,
-            // and writing the new `.new` over it would leave only the older backup.
-            install_new(fs, dir)?;
-            write_new(fs, dir, &bytes)?;
-            back_up_current(fs, dir)?;
-            install_new(fs, dir)
-        }
-        // The current stamp is already the backup (stamp.ron is missing or damaged), or there
-        // is none: renaming stamp.ron to the backup would replace a good stamp with a bad one.
-        Some(StampFile::Backup) | None => {
-            write_new(fs, dir, &bytes)?;
-            install_new(fs, dir)
-        }
-    }
+    let slot = current.map(|current| current.file.slot());
+    Ok(replace::replace(
+        fs,
+        &Rotation::new(dir, STAMP_FILE),
+        &bytes,
+        slot,
+    )?)
 }
 
 /// The current stamp, `None` when there is none to keep (a new drive, or all files damaged).
@@ -678,35 +586,6 @@ fn check_follows(
     };
     check_link(stamp, &current.stamp, &current.bytes).map_err(|source| StampError::NotNext {
         path: dir.join(current.file.name()),
-        source,
-    })
-}
-
-/// Step 1: writes `stamp.ron.new` and fsyncs it.
-fn write_new(fs: &mut impl FileOps, dir: &Path, bytes: &[u8]) -> Result<(), StampError> {
-    let path = dir.join(NEW_FILE);
-    if let Err(source) = fs.write_file(&path, bytes) {
-        return Err(StampError::WriteNew { path, source });
-    }
-    fs.fsync_file(&path)
-        .map_err(|source| StampError::SyncNew { path, source })
-}
-
-/// Step 2: renames `stamp.ron` to `stamp.ron.bak`.
-fn back_up_current(fs: &mut impl FileOps, dir: &Path) -> Result<(), StampError> {
-    let (from, to) = (dir.join(STAMP_FILE), dir.join(BACKUP_FILE));
-    fs.rename(&from, &to)
-        .map_err(|source| StampError::Backup { from, to, source })
-}
-
-/// Steps 3 and 4: renames `stamp.ron.new` to `stamp.ron` and fsyncs the directory.
-fn install_new(fs: &mut impl FileOps, dir: &Path) -> Result<(), StampError> {
-    let (from, to) = (dir.join(NEW_FILE), dir.join(STAMP_FILE));
-    if let Err(source) = fs.rename(&from, &to) {
-        return Err(StampError::Install { from, to, source });
-    }
-    fs.fsync_dir(dir).map_err(|source| StampError::SyncDir {
-        dir: dir.to_path_buf(),
         source,
     })
 }
@@ -1456,7 +1335,10 @@ mod tests {
 
         let missing = root.path().join("absent");
         let error = write_stamp(&mut fs, &missing, &next(None, DRIVE_A, SERIAL, 0)).unwrap_err();
-        assert!(matches!(error, StampError::WriteNew { .. }), "{error}");
+        assert!(
+            matches!(error, StampError::Write(ReplaceError::WriteNew { .. })),
+            "{error}"
+        );
         assert!(
             error.to_string().contains("absent/stamp.ron.new"),
             "{error}"

@@ -42,6 +42,20 @@ pub const ROLE_HOST0: &str = "host0";
 pub const ROLE_HOSTU: &str = "hostU";
 /// The report's systemd unit.
 pub const REPORT_UNIT: &str = "pxen-report.service";
+/// The unit that saves this host's state to host0 ([`crate::state`]), and its timer.
+pub const STATE_UNIT: &str = "pxen-state.service";
+/// The timer that saves the state again every 5 minutes (libvirt definitions change).
+pub const STATE_TIMER: &str = "pxen-state.timer";
+/// host0 only: the unit that writes the hosts' states through to the drive, its path unit
+/// (started when the boot service stores a state) and its timer (retries while the drive is
+/// out).
+pub const SYNC_UNITS: [&str; 3] = [
+    "pxen-state-sync.service",
+    "pxen-state-sync.path",
+    "pxen-state-sync.timer",
+];
+/// The drop-in that makes dom0's SSH server create the host keys it lacks before it starts.
+pub const SSH_KEYS_DROP_IN: &str = "etc/systemd/system/ssh.service.d/pxen-host-keys.conf";
 
 const SYSTEMD_SYSTEM: &str = "etc/systemd/system";
 const NETWORKD_DIR: &str = "etc/systemd/network";
@@ -155,6 +169,111 @@ pub fn render_report_unit() -> String {
          Restart=on-failure\nRestartSec=10\n\n\
          [Install]\nWantedBy=multi-user.target\n"
     )
+}
+
+/// `pxen-state.service` and `pxen-state.timer`: save the state once the network is online
+/// and the SSH host keys exist, then every 5 minutes. The service is `simple`, like the
+/// report, because `pxen state save` retries until host0 acknowledges: a `oneshot` would hold
+/// `multi-user.target` back meanwhile. A timer firing while a save still retries does nothing.
+pub fn render_state_units() -> [(&'static str, String); 2] {
+    [
+        (
+            STATE_UNIT,
+            format!(
+                "# Written by PXEN at every boot: save this host's state to host0.\n\
+                 [Unit]\nDescription=PXEN: save this host's state (SSH host keys, machine ID, toolstack) to host0\n\
+                 Wants=network-online.target\nAfter=network-online.target ssh.service\n\n\
+                 [Service]\nType=simple\nExecStart=/{PXEN_BINARY} state save\n\n\
+                 [Install]\nWantedBy=multi-user.target\n"
+            ),
+        ),
+        (
+            STATE_TIMER,
+            format!(
+                "# Written by PXEN at every boot: save this host's state again every 5 minutes.\n\
+                 [Unit]\nDescription=PXEN: save this host's state to host0 every 5 minutes\n\n\
+                 [Timer]\nOnBootSec=5min\nOnUnitActiveSec=5min\nUnit={STATE_UNIT}\n\n\
+                 [Install]\nWantedBy=timers.target\n"
+            ),
+        ),
+    ]
+}
+
+/// host0's units that write the hosts' states from the RAM copy of the drive to the drive:
+/// when the boot service marks a change (`marker`, as dom0 sees it), and every 2 minutes.
+pub fn render_sync_units(marker: &str) -> [(&'static str, String); 3] {
+    let [service, path, timer] = SYNC_UNITS;
+    [
+        (
+            service,
+            format!(
+                "# Written by PXEN at every boot (host0 only).\n\
+                 [Unit]\nDescription=PXEN: write the hosts' saved states to the drive\n\n\
+                 [Service]\nType=oneshot\nExecStart=/{PXEN_BINARY} state sync\n"
+            ),
+        ),
+        (
+            path,
+            format!(
+                "# Written by PXEN at every boot (host0 only).\n\
+                 [Unit]\nDescription=PXEN: write a host's state to the drive when host0 stores one\n\n\
+                 [Path]\nPathChanged={marker}\nUnit={service}\n\n\
+                 [Install]\nWantedBy=paths.target\n"
+            ),
+        ),
+        (
+            timer,
+            format!(
+                "# Written by PXEN at every boot (host0 only): retry while the drive is out.\n\
+                 [Unit]\nDescription=PXEN: write the hosts' saved states to the drive every 2 minutes\n\n\
+                 [Timer]\nOnBootSec=2min\nOnUnitActiveSec=2min\nUnit={service}\n\n\
+                 [Install]\nWantedBy=timers.target\n"
+            ),
+        ),
+    ]
+}
+
+/// The SSH drop-in: `ssh-keygen -A` creates the host keys of every type that is missing (a
+/// host with no saved state, whose image keys `/init` removed), before Debian's own
+/// `sshd -t` check, which fails without keys; so the list is reset and given in that order.
+pub fn render_ssh_keys_drop_in() -> String {
+    "# Written by PXEN at every boot: create the SSH host keys this host lacks.\n\
+     [Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
+        .to_string()
+}
+
+/// Installs the state units, the SSH drop-in, and on host0 the units that write the states
+/// through to the drive (`marker` is the file the boot service touches, as dom0 sees it).
+pub fn install_state(new_root: &Path, host0: bool, marker: &str) -> Result<(), Dom0Error> {
+    write_file(
+        &new_root.join(SSH_KEYS_DROP_IN),
+        render_ssh_keys_drop_in(),
+        0o644,
+    )?;
+    let mut units = Vec::from(render_state_units());
+    if host0 {
+        units.extend(render_sync_units(marker));
+    }
+    for (unit, text) in units {
+        write_file(&new_root.join(SYSTEMD_SYSTEM).join(unit), text, 0o644)?;
+    }
+    for (wants, unit) in state_wants(host0) {
+        enable(new_root, wants, unit, &format!("/{SYSTEMD_SYSTEM}/{unit}"))?;
+    }
+    Ok(())
+}
+
+/// Where each installed state unit is enabled.
+fn state_wants(host0: bool) -> Vec<(&'static str, &'static str)> {
+    let mut wants = vec![
+        ("multi-user.target.wants", STATE_UNIT),
+        ("timers.target.wants", STATE_TIMER),
+    ];
+    if host0 {
+        wants.push(("paths.target.wants", SYNC_UNITS[1]));
+        wants.push(("timers.target.wants", SYNC_UNITS[2]));
+    }
+    wants
 }
 
 /// The timeline file: one `phase seconds` line per boot phase.
@@ -483,6 +602,32 @@ mod tests {
             Path::new("/etc/systemd/system/pxen-report.service")
         );
         assert!(!root.path().join(CONFIG_DIR).exists());
+    }
+
+    #[test]
+    fn installs_the_state_units_and_on_host0_the_sync_units() {
+        let marker = "/run/pxen/boot/pxen/hosts/.changed";
+        for host0 in [false, true] {
+            let root = tempfile::tempdir().unwrap();
+            install_state(root.path(), host0, marker).unwrap();
+            let system = root.path().join("etc/systemd/system");
+            let drop_in = std::fs::read_to_string(root.path().join(SSH_KEYS_DROP_IN)).unwrap();
+            assert!(drop_in.contains("ExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\n"));
+            assert_eq!(
+                std::fs::read_link(system.join("multi-user.target.wants").join(STATE_UNIT))
+                    .unwrap(),
+                Path::new("/etc/systemd/system/pxen-state.service")
+            );
+            let linked = |link: &str| system.join(link).symlink_metadata().is_ok();
+            assert!(linked("timers.target.wants/pxen-state.timer"));
+            assert_eq!(linked("paths.target.wants/pxen-state-sync.path"), host0);
+            assert_eq!(system.join("pxen-state-sync.service").exists(), host0);
+        }
+        let [(_, service), (_, timer)] = render_state_units();
+        assert!(service.contains("ExecStart=/usr/sbin/pxen state save\n"));
+        assert!(timer.contains("OnUnitActiveSec=5min\n"));
+        let [_, (_, path), _] = render_sync_units(marker);
+        assert!(path.contains("PathChanged=/run/pxen/boot/pxen/hosts/.changed\n"));
     }
 
     #[test]

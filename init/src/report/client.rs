@@ -92,11 +92,13 @@ pub enum ClientError {
     /// The report breaks the bounds host0 checks, so it was not sent.
     #[error("the report was not sent, host0 would refuse it: {0}")]
     InvalidReport(#[from] InvalidReport),
-    /// host0 answered that the report itself is wrong; sending it again cannot help.
-    #[error("{server} refused the report at attempt {attempts} with status {status}: {answer} (this PXEN version's report is not what host0 expects; are host0 and this host running the same image?)")]
+    /// host0 answered that what was sent is wrong; sending it again cannot help.
+    #[error("{server} refused the {what} at attempt {attempts} with status {status}: {answer}{}", refusal_hint(*status))]
     Refused {
         /// The server.
         server: String,
+        /// What was sent: `report`, `state`.
+        what: &'static str,
         /// The attempts made.
         attempts: u32,
         /// The HTTP status.
@@ -114,17 +116,19 @@ pub enum ClientError {
         /// Why.
         source: AttemptError,
     },
-    /// The deadline passed without the report being accepted.
-    #[error("{server} did not accept the report in {attempts} attempts over {:.1} s; the last one failed: {last}", elapsed.as_secs_f64())]
+    /// The deadline passed without what was sent being accepted.
+    #[error("{server} did not accept the {what} in {attempts} attempts over {:.1} s; the last one failed: {last}", elapsed.as_secs_f64())]
     GaveUp {
         /// The server.
         server: String,
+        /// What was sent: `report`, `state`.
+        what: &'static str,
         /// The attempts made.
         attempts: u32,
         /// The time since the first attempt.
         elapsed: Duration,
         /// Why the last attempt failed.
-        last: AttemptError,
+        last: Box<AttemptError>,
     },
 }
 
@@ -225,6 +229,14 @@ fn status_hint(status: u16) -> &'static str {
     }
 }
 
+/// What a final refusal most likely means, to help the administrator.
+fn refusal_hint(status: u16) -> &'static str {
+    match status {
+        409 => "",
+        _ => " (this PXEN version's request is not what host0 expects; are host0 and this host running the same image?)",
+    }
+}
+
 /// Why an answer could not be read as HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MalformedAnswer {
@@ -284,6 +296,34 @@ impl Answer {
     }
 }
 
+/// A signed `POST` to host0, sent until it is accepted like the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPost<'a> {
+    /// What is sent, for the logs and errors: `report`, `state`.
+    pub what: &'static str,
+    /// The path, e.g. [`REPORT_PATH`].
+    pub path: String,
+    /// The body's `Content-Type`.
+    pub content_type: &'static str,
+    /// More headers, name and value.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: &'a [u8],
+    /// The `Authorization` header's value ([`wire::sign`] of what the route verifies).
+    pub authorization: String,
+}
+
+/// Sends `post` to `server` (`http://HOST[:PORT]`) until it is accepted, the deadline
+/// passes, or host0 says the request itself is wrong (a 4xx other than 401, 408 and 429).
+/// Every failed attempt is logged with its reason.
+pub fn post_signed(
+    server: &str,
+    post: &SignedPost<'_>,
+    policy: &RetryPolicy,
+) -> Result<Accepted, ClientError> {
+    post_signed_observed(server, post, policy, &mut |_| {})
+}
+
 /// Sends `report`, signed with `secret`, to `server` (`http://HOST[:PORT]`, as
 /// `pxen.server=` gives it) until it is accepted, the deadline passes, or host0 says the
 /// report itself is wrong. Every failed attempt is logged with its reason.
@@ -322,10 +362,29 @@ fn post_report_observed(
     policy: &RetryPolicy,
     observe: &mut dyn FnMut(&AttemptError),
 ) -> Result<Accepted, ClientError> {
-    let target = Server::parse(server)?;
     report.validate()?;
     let body = wire::encode(report);
-    let request = build_request(&target, &body, &wire::sign(secret, &body));
+    let post = SignedPost {
+        what: "report",
+        path: REPORT_PATH.to_string(),
+        content_type: "application/json",
+        headers: Vec::new(),
+        body: &body,
+        authorization: wire::sign(secret, &body),
+    };
+    post_signed_observed(server, &post, policy, observe)
+}
+
+/// [`post_signed`], calling `observe` with each failed attempt's error.
+fn post_signed_observed(
+    server: &str,
+    post: &SignedPost<'_>,
+    policy: &RetryPolicy,
+    observe: &mut dyn FnMut(&AttemptError),
+) -> Result<Accepted, ClientError> {
+    let target = Server::parse(server)?;
+    let request = build_request(&target, post);
+    let what = post.what;
     let started = Instant::now();
     let mut delays = Delays::new(policy, random_seed());
     let mut attempts: u32 = 0;
@@ -334,7 +393,7 @@ fn post_report_observed(
         let error = match attempt(&target, &request, policy.attempt_timeout) {
             Ok(answer) if (200..300).contains(&answer.status) => {
                 let answer = answer.text();
-                log::info!("report: {server} accepted the report at attempt {attempts}: {answer}");
+                log::info!("{what}: {server} accepted the {what} at attempt {attempts}: {answer}");
                 return Ok(Accepted { attempts, answer });
             }
             Ok(answer) => AttemptError::Status {
@@ -348,6 +407,7 @@ fn post_report_observed(
             if error.is_final() {
                 return Err(ClientError::Refused {
                     server: server.to_string(),
+                    what,
                     attempts,
                     status: *status,
                     answer: answer.clone(),
@@ -359,13 +419,14 @@ fn post_report_observed(
         if left == Some(Duration::ZERO) {
             return Err(ClientError::GaveUp {
                 server: server.to_string(),
+                what,
                 attempts,
                 elapsed,
-                last: error,
+                last: Box::new(error),
             });
         }
         let delay = delays.next_delay().min(left.unwrap_or(Duration::MAX));
-        log_failure(server, attempts, &error, delay);
+        log_failure(what, server, attempts, &error, delay);
         // Waiting is the point here: the backoff between attempts.
         std::thread::sleep(delay);
     }
@@ -373,14 +434,14 @@ fn post_report_observed(
 
 /// Logs a failed attempt: a 401 as an error (it needs an administrator), the rest as
 /// warnings (they are expected while the cluster boots).
-fn log_failure(server: &str, attempts: u32, error: &AttemptError, delay: Duration) {
+fn log_failure(what: &str, server: &str, attempts: u32, error: &AttemptError, delay: Duration) {
     let retry = delay.as_secs_f64();
     match error {
         AttemptError::Status { status: 401, .. } => {
-            log::error!("report: attempt {attempts} to {server}: {error}; retrying in {retry:.1} s")
+            log::error!("{what}: attempt {attempts} to {server}: {error}; retrying in {retry:.1} s")
         }
         _ => log::warn!(
-            "report: attempt {attempts} to {server} failed: {error}; retrying in {retry:.1} s"
+            "{what}: attempt {attempts} to {server} failed: {error}; retrying in {retry:.1} s"
         ),
     }
 }
@@ -499,17 +560,24 @@ fn parse_port(text: &str) -> Option<u16> {
     text.parse().ok().filter(|&port| port != 0)
 }
 
-/// The whole request: `POST /report` with the signed body. The connection is closed after
-/// the answer, so the answer's end is certain even without a `Content-Length`.
-fn build_request(server: &Server, body: &[u8], authorization: &str) -> Vec<u8> {
-    let head = format!(
-        "POST {REPORT_PATH} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n",
+/// The whole request: `POST` of the signed body. The connection is closed after the answer,
+/// so the answer's end is certain even without a `Content-Length`.
+fn build_request(server: &Server, post: &SignedPost<'_>) -> Vec<u8> {
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: {}\r\nContent-Length: {}\r\nAuthorization: {}\r\n",
+        post.path,
         server.host,
         server.port,
-        body.len()
+        post.content_type,
+        post.body.len(),
+        post.authorization,
     );
+    for (name, value) in &post.headers {
+        head += &format!("{name}: {value}\r\n");
+    }
+    head += "Connection: close\r\n\r\n";
     let mut request = head.into_bytes();
-    request.extend_from_slice(body);
+    request.extend_from_slice(post.body);
     request
 }
 

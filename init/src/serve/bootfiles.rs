@@ -7,10 +7,14 @@
 //!   and `pxen.server=` naming host0;
 //! - `boot.ipxe`: for iPXE clients, the same PXELINUX stage fetched over HTTP;
 //! - `initrd.img`: the drive's initramfs with the configuration appended as a second,
-//!   uncompressed cpio archive under `/pxen/config/`, and the drive's last-known-good copy
+//!   uncompressed cpio archive under `/pxen/config/`, with the drive's last-known-good copy
 //!   under `/pxen/last-good/`, so a hostU boots with host0's current configuration (or, when
-//!   it is broken, with the same last-known-good copy as host0) without any further fetch. The kernel unpacks concatenated archives in
-//!   order; an uncompressed one must start at a multiple of 4 bytes, hence the zero padding.
+//!   it is broken, with the same last-known-good copy as host0) without any further fetch;
+//!   and every host's saved state as a third, under `/pxen/hosts/` (see
+//!   [`crate::state::store`]), made each time the file is opened so that a state stored a
+//!   moment ago is in it. The kernel unpacks concatenated archives in order; an uncompressed
+//!   one must start at a multiple of 4 bytes, hence the zero padding (a cpio archive's own
+//!   length is a multiple of 4).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -19,6 +23,7 @@ use std::sync::Arc;
 
 use super::files::{Content, DirSource, FileSource, OpenError, SafePath};
 use crate::cpio;
+use crate::state::store::{states_archive, Store};
 
 /// The drive's SYSLINUX configuration, the source of the boot arguments.
 pub const SYSLINUX_CFG: &str = "syslinux.cfg";
@@ -211,6 +216,9 @@ impl Content for Concat {
 pub struct BootFiles {
     drive: DirSource,
     generated: HashMap<String, Arc<dyn Content>>,
+    /// The drive's initramfs with the configuration; the states are added at each open.
+    initrd: Arc<dyn Content>,
+    states: Store,
 }
 
 impl BootFiles {
@@ -245,11 +253,24 @@ impl BootFiles {
             "boot.ipxe".into(),
             Arc::new(ipxe_script(&server).into_bytes()),
         );
-        generated.insert(
-            INITRD.into(),
-            initrd_with_config(&drive, drive_dir, config_dir)?,
-        );
-        Ok(BootFiles { drive, generated })
+        let initrd = initrd_with_config(&drive, drive_dir, config_dir)?;
+        Ok(BootFiles {
+            drive,
+            generated,
+            initrd,
+            states: Store::new(drive_dir),
+        })
+    }
+
+    /// `initrd.img` as served now: the initramfs with the configuration, then the states.
+    fn initrd_now(&self) -> Arc<dyn Content> {
+        let states = states_archive(&self.states).unwrap_or_else(|e| {
+            log::error!("state: cannot pack the hosts' states into the initramfs: {e}; hosts booting now get none and keep the ones they have");
+            Vec::new()
+        });
+        Arc::new(Concat {
+            parts: vec![self.initrd.clone(), Arc::new(states)],
+        })
     }
 }
 
@@ -283,6 +304,9 @@ fn initrd_with_config(
 
 impl FileSource for BootFiles {
     fn open(&self, path: &SafePath) -> Result<Arc<dyn Content>, OpenError> {
+        if path.as_str() == INITRD {
+            return Ok(self.initrd_now());
+        }
         match self.generated.get(path.as_str()) {
             Some(content) => Ok(content.clone()),
             None => self.drive.open(path),
@@ -377,6 +401,20 @@ mod tests {
         );
         assert_eq!(appended[2].data, b"Cluster(name: \"lab\")");
         assert_eq!(appended[4].data, b"Cluster(name: \"good\")");
+        let store = Store::new(drive.path());
+        let mut state = cpio::Writer::new(Vec::new());
+        state.file_bytes("etc/machine-id", 0o444, b"id\n").unwrap();
+        let state = state.finish().unwrap().0;
+        store.write("sn-1", &state).unwrap();
+        let with_state = read_all(INITRD);
+        assert_eq!(
+            with_state[..initrd.len()],
+            initrd[..],
+            "states come after the rest"
+        );
+        let tail = cpio::read_archive(&with_state[initrd.len()..]).unwrap();
+        let carried = tail.iter().find(|e| e.name == "pxen/hosts/sn-1/state.cpio");
+        assert_eq!(carried.map(|e| e.data.as_slice()), Some(state.as_slice()));
         assert_eq!(
             read_all("xen.gz"),
             b"xen",

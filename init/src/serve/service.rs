@@ -37,6 +37,7 @@ use crate::config::{cluster_id, Cluster};
 use crate::net::mac::MacAddr;
 use crate::rand::random_seed;
 use crate::report::client::REPORT_PATH;
+use crate::state::store::{StateRoute, STATE_PATH_PREFIX};
 use crate::wol::schedule::Backoff;
 use crate::wol::send::{spawn_waker, SendError, Sender, SenderConfig, WakerHandle};
 
@@ -402,6 +403,10 @@ fn start_servers(
             status.clone(),
             config.address,
         )),
+    );
+    http_config.post_routes.insert(
+        STATE_PATH_PREFIX,
+        Arc::new(StateRoute::new(&config.cluster.secret, &config.root)),
     );
     let http =
         http::spawn(http_config, files, status.clone()).map_err(|source| ServiceError::Http {

@@ -123,7 +123,10 @@ fn server_urls_parse_and_bad_ones_say_why() {
 fn the_request_is_what_the_boot_service_parses() {
     let body = encode_report();
     let authorization = sign(SECRET, &body);
-    let request = build_request(&server("http://10.77.0.50"), &body, &authorization);
+    let request = build_request(
+        &server("http://10.77.0.50"),
+        &report_post(&body, &authorization),
+    );
     let head = Head::new_checked(&request[..], &Limits::default()).unwrap();
     let parsed = RequestRepr::parse(&head).unwrap();
     assert_eq!(parsed.method, "POST");
@@ -140,6 +143,18 @@ fn the_request_is_what_the_boot_service_parses() {
         ),
         Ok(report())
     );
+}
+
+/// The report's request for a given body and signature.
+fn report_post<'a>(body: &'a [u8], authorization: &str) -> SignedPost<'a> {
+    SignedPost {
+        what: "report",
+        path: REPORT_PATH.to_string(),
+        content_type: "application/json",
+        headers: Vec::new(),
+        body,
+        authorization: authorization.to_string(),
+    }
 }
 
 fn encode_report() -> Vec<u8> {
@@ -452,7 +467,7 @@ fn a_wrong_secret_is_retried_until_the_deadline_and_blamed() {
 /// One attempt with a hand-made request, for bodies the client would never send.
 fn send_raw(host0: &Host0, body: &[u8], authorization: &str) -> Answer {
     let target = server(&host0.url());
-    let request = build_request(&target, body, authorization);
+    let request = build_request(&target, &report_post(body, authorization));
     attempt(&target, &request, Duration::from_secs(5)).unwrap()
 }
 

@@ -56,9 +56,10 @@ pub struct HttpConfig {
     pub write_timeout: Duration,
     /// The size limits of request heads.
     pub limits: Limits,
-    /// The largest request body accepted (413 beyond); bodies only go to POST routes.
+    /// The largest request body accepted (413 beyond) where the route sets no larger one;
+    /// bodies only go to POST routes.
     pub max_body: usize,
-    /// The POST routes, by exact path.
+    /// The POST routes, by exact path or by prefix.
     pub post_routes: PostRoutes,
 }
 
@@ -81,8 +82,13 @@ impl HttpConfig {
 
 /// A handler for `POST` requests to one path (the extension point for the hosts' reports).
 pub trait PostRoute: Send + Sync {
-    /// Answers a request whose whole body has been read (at most [`HttpConfig::max_body`]).
+    /// Answers a request whose whole body has been read (at most [`PostRoute::max_body`]).
     fn handle(&self, request: &RequestRepr, body: &[u8], peer: SocketAddr) -> Reply;
+
+    /// The largest body this route takes; `None`: [`HttpConfig::max_body`].
+    fn max_body(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What a [`PostRoute`] answers.
@@ -107,7 +113,8 @@ impl Reply {
     }
 }
 
-/// The POST routes, by exact path (`/report`).
+/// The POST routes, by exact path (`/report`), or by prefix for a path ending in `/`
+/// (`/state/` takes `/state/NAME`).
 #[derive(Clone, Default)]
 pub struct PostRoutes(BTreeMap<String, Arc<dyn PostRoute>>);
 
@@ -115,6 +122,19 @@ impl PostRoutes {
     /// Routes `POST path` to `route`, replacing any route there was for that path.
     pub fn insert(&mut self, path: &str, route: Arc<dyn PostRoute>) {
         self.0.insert(path.to_string(), route);
+    }
+
+    /// The route for `path`: its exact one, else the one of a prefix ending in `/` below
+    /// which it lies.
+    fn find(&self, path: &str) -> Option<Arc<dyn PostRoute>> {
+        self.0.get(path).cloned().or_else(|| {
+            self.0
+                .iter()
+                .find(|(prefix, _)| {
+                    prefix.ends_with('/') && path.len() > prefix.len() && path.starts_with(*prefix)
+                })
+                .map(|(_, route)| route.clone())
+        })
     }
 }
 
@@ -588,7 +608,13 @@ impl Connection {
                 return Ok(false);
             }
         };
-        let Some(body) = self.read_body(length)? else {
+        let max_body = request
+            .path()
+            .ok()
+            .and_then(|path| self.shared.config.post_routes.find(&path))
+            .and_then(|route| route.max_body())
+            .unwrap_or(self.shared.config.max_body);
+        let Some(body) = self.read_body(length, max_body)? else {
             return Ok(false);
         };
         let path = match request.path() {
@@ -601,7 +627,7 @@ impl Connection {
         };
         let method = request.method.as_str();
         let head_only = method == "HEAD";
-        let post_route = self.shared.config.post_routes.0.get(&path).cloned();
+        let post_route = self.shared.config.post_routes.find(&path);
         match (method, path.as_str(), post_route) {
             ("POST", _, Some(route)) => {
                 let reply = route.handle(request, &body, self.peer);
@@ -653,9 +679,8 @@ impl Connection {
     }
 
     /// Reads a body of `length` bytes (the start may already be in `received`). `None` when
-    /// it is too large: answered with 413, and the connection must close.
-    fn read_body(&mut self, length: u64) -> Result<Option<Vec<u8>>, ConnectionError> {
-        let max = self.shared.config.max_body;
+    /// it is larger than `max`: answered with 413, and the connection must close.
+    fn read_body(&mut self, length: u64, max: usize) -> Result<Option<Vec<u8>>, ConnectionError> {
         let Some(length) = usize::try_from(length).ok().filter(|&l| l <= max) else {
             let message =
                 format!("a request body of {length} bytes is larger than the limit of {max}");

@@ -59,6 +59,8 @@ pub enum Status {
     MethodNotAllowed,
     /// 408, the head did not arrive in time.
     RequestTimeout,
+    /// 409, an upload that would replace a state it was not made from.
+    Conflict,
     /// 413, a body over the route's limit.
     ContentTooLarge,
     /// 414.
@@ -90,6 +92,7 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
+            Status::Conflict => 409,
             Status::ContentTooLarge => 413,
             Status::UriTooLong => 414,
             Status::RangeNotSatisfiable => 416,
@@ -113,6 +116,7 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
+            Status::Conflict => "Conflict",
             Status::ContentTooLarge => "Content Too Large",
             Status::UriTooLong => "URI Too Long",
             Status::RangeNotSatisfiable => "Range Not Satisfiable",
