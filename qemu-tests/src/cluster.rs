@@ -30,12 +30,19 @@ use crate::timeline::Timeline;
 
 /// How often the cluster's threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
-/// The bridge that carries dom0's LAN address.
-pub const BRIDGE: &str = "xenbr0";
 /// sshd's port on the hosts.
 pub const SSH_PORT: u16 = 22;
-/// Time a console command takes beyond what it waits for itself.
-const CONSOLE_MARGIN: Duration = Duration::from_secs(30);
+/// The console command showing the IPv4 address of dom0's Xen bridge, which carries its LAN
+/// address. Kept short: Xen buffers only 128
+/// bytes of console input for dom0 and drops what overflows, which a long typed line (with
+/// [`crate::shell`]'s markers around it) can do when dom0 is slow to read.
+pub const SHOW_ADDRESS: &str = "ip -4 -o addr show xenbr0";
+/// How long one [`SHOW_ADDRESS`] may take on the console.
+const SHOW_ADDRESS_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often [`Cluster::lan_address`] looks again while the bridge has no address. Polling:
+/// nothing on the console announces the end of dom0's DHCP, and a wait inside the guest
+/// would be a line too long to type safely (see [`SHOW_ADDRESS`]).
+const ADDRESS_POLL: Duration = Duration::from_secs(2);
 
 /// One host of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +130,7 @@ pub enum ClusterError {
         why: String,
     },
     /// A host's bridge had no IPv4 address in time.
-    #[error("host {name}: {BRIDGE} has no IPv4 address after {waited:?}: did its DHCP client get one from the LAN's DHCP server (see lan.qemu.log)? `ip -4 -o addr show {BRIDGE}` printed: {output:?}")]
+    #[error("host {name}: its Xen bridge has no IPv4 address after {waited:?}: did its DHCP client get one from the LAN's DHCP server (see lan.qemu.log)? `{SHOW_ADDRESS}` printed last: {output:?}")]
     NoLanAddress {
         /// The host.
         name: String,
@@ -372,17 +379,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The shell command that waits up to `timeout` (whole seconds, at least one) for the
-/// bridge's IPv4 address and prints it as `ip -4 -o addr` does.
-pub fn await_address_command(timeout: Duration) -> String {
-    // Short: a long line typed on the console is more likely to lose characters.
-    let show = format!("ip -4 -o addr show {BRIDGE}");
-    format!(
-        "for i in $(seq {}); do {show} | grep -q inet && break; sleep 1; done; {show}",
-        timeout.as_secs().max(1)
-    )
-}
-
 /// The first IPv4 address in `ip -4 -o addr` output (`2: xenbr0    inet 10.77.0.50/24 ...`).
 pub fn parse_inet(output: &str) -> Option<Ipv4Addr> {
     output.lines().find_map(|line| {
@@ -597,15 +593,23 @@ impl Cluster {
     /// console, so its shell must be up ([`Machine::wait_for_shell`]). Waits up to
     /// `timeout` for its DHCP client to get one.
     pub fn lan_address(&mut self, name: &str, timeout: Duration) -> Result<Ipv4Addr, ClusterError> {
-        let command = await_address_command(timeout);
-        let output = self.with_machine(name, |machine| {
-            machine.run_ok(&command, timeout + CONSOLE_MARGIN)
-        })??;
-        parse_inet(&output).ok_or_else(|| ClusterError::NoLanAddress {
-            name: name.to_string(),
-            waited: timeout,
-            output,
-        })
+        let deadline = Instant::now() + timeout;
+        loop {
+            let shown = self.with_machine(name, |machine| {
+                machine.run(SHOW_ADDRESS, SHOW_ADDRESS_TIMEOUT)
+            })??;
+            if let Some(address) = parse_inet(&shown.stdout) {
+                return Ok(address);
+            }
+            if Instant::now() + ADDRESS_POLL >= deadline {
+                return Err(ClusterError::NoLanAddress {
+                    name: name.to_string(),
+                    waited: timeout,
+                    output: shown.stdout,
+                });
+            }
+            std::thread::sleep(ADDRESS_POLL);
+        }
     }
 
     /// A port of 127.0.0.1 forwarded to sshd on host `name`'s current LAN address (see
@@ -989,19 +993,6 @@ mod tests {
         assert_eq!(parse_inet("Device \"xenbr0\" does not exist."), None);
         assert_eq!(parse_inet("inet"), None);
         assert_eq!(parse_inet("3: xenbr0    inet bogus/24"), None);
-    }
-
-    #[test]
-    fn the_address_command_waits_in_whole_seconds_then_shows_the_bridge() {
-        let command = await_address_command(Duration::from_millis(1500));
-        assert!(
-            command.starts_with("for i in $(seq 1); do ip -4 -o addr show xenbr0 |"),
-            "{command}"
-        );
-        assert!(
-            command.ends_with("done; ip -4 -o addr show xenbr0"),
-            "{command}"
-        );
     }
 
     #[test]
