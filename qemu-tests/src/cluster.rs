@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -23,11 +24,25 @@ use pxen::net::mac::MacAddr;
 
 use crate::lan::{Lan, LanError};
 use crate::machine::{Boot, HarnessError, Machine, MachineConfig, Nic};
+use crate::ssh::{Ssh, SshError, SshOutput};
 use crate::switch::{Observed, PortId, Switch, SwitchBuilder, SwitchError, TestPort};
 use crate::timeline::Timeline;
 
 /// How often the cluster's threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
+/// sshd's port on the hosts.
+pub const SSH_PORT: u16 = 22;
+/// The console command showing the IPv4 address of dom0's Xen bridge, which carries its LAN
+/// address. Kept short: Xen buffers only 128
+/// bytes of console input for dom0 and drops what overflows, which a long typed line (with
+/// [`crate::shell`]'s markers around it) can do when dom0 is slow to read.
+pub const SHOW_ADDRESS: &str = "ip -4 -o addr show xenbr0";
+/// How long one [`SHOW_ADDRESS`] may take on the console.
+const SHOW_ADDRESS_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often [`Cluster::lan_address`] looks again while the bridge has no address. Polling:
+/// nothing on the console announces the end of dom0's DHCP, and a wait inside the guest
+/// would be a line too long to type safely (see [`SHOW_ADDRESS`]).
+const ADDRESS_POLL: Duration = Duration::from_secs(2);
 
 /// One host of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +131,24 @@ pub enum ClusterError {
         name: String,
         /// The harness error, as text (it happened on the power thread).
         why: String,
+    },
+    /// A host's bridge had no IPv4 address in time.
+    #[error("host {name}: its Xen bridge has no IPv4 address after {waited:?}: did its DHCP client get one from the LAN's DHCP server (see lan.qemu.log)? `{SHOW_ADDRESS}` printed last: {output:?}")]
+    NoLanAddress {
+        /// The host.
+        name: String,
+        /// How long.
+        waited: Duration,
+        /// What `ip` printed.
+        output: String,
+    },
+    /// Logging in to a host failed.
+    #[error("host {name}: {source}")]
+    Ssh {
+        /// The host.
+        name: String,
+        /// Why (boxed: it is large, and this enum is returned everywhere).
+        source: Box<SshError>,
     },
     /// Awaited wake requests did not come.
     #[error("hostU {name}: waited {waited:?} for {wanted} Wake-on-LAN packets, saw {seen}")]
@@ -288,7 +321,8 @@ impl ClusterBuilder {
                     )
                 })
                 .collect(),
-            _lan: lan,
+            ssh_forwards: HashMap::new(),
+            lan,
             switch,
             _sockets: sockets,
         };
@@ -346,6 +380,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The first IPv4 address in `ip -4 -o addr` output (`2: xenbr0    inet 10.77.0.50/24 ...`).
+pub fn parse_inet(output: &str) -> Option<Ipv4Addr> {
+    output.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        words.find(|word| *word == "inet")?;
+        words.next()?.split('/').next()?.parse().ok()
+    })
 }
 
 /// When a host's network boot steps were first seen on the LAN, since the cluster started.
@@ -469,9 +512,11 @@ pub struct Cluster {
     host0_serial: Option<String>,
     test_ports: HashMap<String, PortId>,
     usb_hosts: HashMap<String, UsbHost>,
+    /// Per host name, the LAN address its SSH forward goes to and the port of 127.0.0.1.
+    ssh_forwards: HashMap<String, (Ipv4Addr, u16)>,
     // Dropped in this order, after Drop has stopped the machines: the DHCP server, then the
     // switch, then the sockets' directory.
-    _lan: Lan,
+    lan: Lan,
     switch: Switch,
     _sockets: tempfile::TempDir,
 }
@@ -517,6 +562,97 @@ impl Cluster {
     /// host0's machine, if the cluster has one.
     pub fn host0(&mut self) -> Option<&mut Machine> {
         self.host0.as_mut().map(|(machine, _)| machine)
+    }
+
+    /// The LAN's DHCP server, which forwards ports of 127.0.0.1 to hosts.
+    pub fn lan(&mut self) -> &mut Lan {
+        &mut self.lan
+    }
+
+    /// Runs `f` on the machine `name`: host0, a powered-on hostU or a powered-on USB host.
+    pub fn with_machine<R>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Machine) -> R,
+    ) -> Result<R, ClusterError> {
+        if let Some((machine, _)) = self.host0.as_mut().filter(|(m, _)| m.name() == name) {
+            return Ok(f(machine));
+        }
+        if let Some(machine) = self
+            .usb_hosts
+            .get_mut(name)
+            .and_then(|h| h.machine.as_mut())
+        {
+            return Ok(f(machine));
+        }
+        self.with_hostu(name, f)?
+            .ok_or_else(|| ClusterError::Unknown {
+                what: "powered-on machine",
+                name: name.to_string(),
+            })
+    }
+
+    /// Host `name`'s address on the LAN: the IPv4 address of its Xen bridge, read on its
+    /// console, so its shell must be up ([`Machine::wait_for_shell`]). Waits up to
+    /// `timeout` for its DHCP client to get one.
+    pub fn lan_address(&mut self, name: &str, timeout: Duration) -> Result<Ipv4Addr, ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let shown = self.with_machine(name, |machine| {
+                machine.run(SHOW_ADDRESS, SHOW_ADDRESS_TIMEOUT)
+            })??;
+            if let Some(address) = parse_inet(&shown.stdout) {
+                return Ok(address);
+            }
+            if Instant::now() + ADDRESS_POLL >= deadline {
+                return Err(ClusterError::NoLanAddress {
+                    name: name.to_string(),
+                    waited: timeout,
+                    output: shown.stdout,
+                });
+            }
+            std::thread::sleep(ADDRESS_POLL);
+        }
+    }
+
+    /// A port of 127.0.0.1 forwarded to sshd on host `name`'s current LAN address (see
+    /// [`Cluster::lan_address`] for `timeout`). The forward is made once per address; when
+    /// the host comes back with another address, the old forward is removed.
+    pub fn ssh_port(&mut self, name: &str, timeout: Duration) -> Result<u16, ClusterError> {
+        let address = self.lan_address(name, timeout)?;
+        match self.ssh_forwards.get(name) {
+            Some(&(known, port)) if known == address => return Ok(port),
+            Some(&(old, _)) => self.lan.remove_forward(old, SSH_PORT)?,
+            None => {}
+        }
+        let port = self.lan.forward_tcp(address, SSH_PORT)?;
+        self.ssh_forwards.insert(name.to_string(), (address, port));
+        Ok(port)
+    }
+
+    /// The port of 127.0.0.1 forwarded to sshd on host `name` at the address
+    /// [`Cluster::ssh_port`] last found, without asking the host again.
+    pub fn ssh_forward(&self, name: &str) -> Option<u16> {
+        self.ssh_forwards.get(name).map(|&(_, port)| port)
+    }
+
+    /// Runs `command` as `user` on host `name` over SSH with `ssh`, through
+    /// [`Cluster::ssh_port`], trying until `deadline` while its sshd is not up.
+    pub fn ssh_to(
+        &mut self,
+        ssh: &Ssh,
+        name: &str,
+        user: &str,
+        command: &str,
+        deadline: Instant,
+    ) -> Result<SshOutput, ClusterError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let port = self.ssh_port(name, left)?;
+        ssh.run(user, port, command, deadline)
+            .map_err(|source| ClusterError::Ssh {
+                name: name.to_string(),
+                source: Box::new(source),
+            })
     }
 
     /// Plugs the test into its test port `name`.
@@ -850,6 +986,16 @@ mod tests {
                 file_request: Some(Duration::from_secs(4)),
             }
         );
+    }
+
+    #[test]
+    fn the_bridge_address_is_read_from_ip_addr_output() {
+        let output = "7: xenbr0    inet 10.77.0.51/24 brd 10.77.0.255 scope global dynamic xenbr0\\       valid_lft 86391sec preferred_lft 86391sec";
+        assert_eq!(parse_inet(output), Some(Ipv4Addr::new(10, 77, 0, 51)));
+        assert_eq!(parse_inet(""), None);
+        assert_eq!(parse_inet("Device \"xenbr0\" does not exist."), None);
+        assert_eq!(parse_inet("inet"), None);
+        assert_eq!(parse_inet("3: xenbr0    inet bogus/24"), None);
     }
 
     #[test]

@@ -6,18 +6,27 @@
 //! NAT to the outside) and DNS server ([`DNS`]). It never answers PXE options: network boot
 //! needs a proxyDHCP server beside it.
 //!
+//! A test reaches a host's TCP port from outside the LAN through a port forward that slirp
+//! adds at run time ([`Lan::forward_tcp`]): slirp listens on a port of 127.0.0.1 and relays
+//! each connection to the guest address, whose MAC it finds with ARP. Forwards are added with
+//! HMP's `hostfwd_add` through the QMP command `human-monitor-command` (QMP itself has no
+//! command for it), which answers with HMP's text: empty on success, an error line otherwise.
+//!
 //! The QEMU process is killed when the [`Lan`] is dropped, and with the thread that started
 //! it (as a [`crate::Machine`]'s).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use pxen::net::mac::MacAddr;
+use serde_json::json;
 
-use crate::machine::{die_with_parent, QEMU};
+use crate::machine::{die_with_parent, qmp_args, QEMU, QMP_CONNECT_TIMEOUT};
+use crate::qmp::{Qmp, QmpError};
 use crate::switch::{netdev_arg, PortPaths};
 
 /// The LAN's network, 10.77.0.0/24.
@@ -32,6 +41,13 @@ pub const DNS: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 pub const DHCP_START: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 50);
 /// The MAC slirp sends from: `52:55` followed by its IPv4 address ([`GATEWAY`]).
 pub const SERVER_MAC: MacAddr = MacAddr::new([0x52, 0x55, 10, 77, 0, 2]);
+/// The id of slirp's netdev, which `hostfwd_add` and `hostfwd_remove` name.
+const SLIRP_NETDEV: &str = "slirp";
+/// How many free ports [`Lan::forward_tcp`] tries: another process may take the port it
+/// found free before slirp binds it.
+const FORWARD_TRIES: usize = 5;
+/// What slirp answers when it cannot bind the host port of a forward.
+const PORT_TAKEN: &str = "Could not set up host forwarding rule";
 
 /// Starting the LAN's DHCP server failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +76,51 @@ pub enum LanError {
         /// Why.
         source: io::Error,
     },
+    /// The private directory of the QMP socket could not be created.
+    #[error("cannot create a temporary directory for the LAN's QMP socket: {source}; check that TMPDIR is writable")]
+    QmpDir {
+        /// Why.
+        source: io::Error,
+    },
+    /// Talking to the LAN's QEMU over QMP failed.
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    /// No free port could be found on 127.0.0.1.
+    #[error("cannot find a free TCP port on 127.0.0.1 to forward to {guest}: {source}")]
+    NoFreePort {
+        /// The guest address and port to forward to.
+        guest: SocketAddrV4,
+        /// Why.
+        source: io::Error,
+    },
+    /// slirp refused a forward.
+    #[error("slirp refused to forward 127.0.0.1:{host_port} to {guest}: {reply:?}; see the rule syntax of QEMU's `hostfwd_add`")]
+    Forward {
+        /// The guest address and port.
+        guest: SocketAddrV4,
+        /// The port of 127.0.0.1.
+        host_port: u16,
+        /// HMP's answer.
+        reply: String,
+    },
+    /// Every port tried was taken before slirp could bind it.
+    #[error("slirp could bind none of the {FORWARD_TRIES} free ports tried to forward to {guest} (last: 127.0.0.1:{host_port}, {reply:?}); is something grabbing ports on 127.0.0.1?")]
+    PortsTaken {
+        /// The guest address and port.
+        guest: SocketAddrV4,
+        /// The last port tried.
+        host_port: u16,
+        /// HMP's last answer.
+        reply: String,
+    },
+    /// slirp did not remove a forward.
+    #[error("slirp did not remove the forward of 127.0.0.1:{host_port}: {reply:?}")]
+    Remove {
+        /// The port of 127.0.0.1.
+        host_port: u16,
+        /// HMP's answer.
+        reply: String,
+    },
 }
 
 /// The running DHCP server. Dropping it stops it.
@@ -67,12 +128,63 @@ pub enum LanError {
 pub struct Lan {
     child: Child,
     log: PathBuf,
+    qmp_socket: PathBuf,
+    /// The QMP connection, made on first use.
+    qmp: Option<Qmp>,
+    /// The ports of 127.0.0.1 forwarded, by guest address and port.
+    forwards: HashMap<SocketAddrV4, u16>,
+    _qmp_dir: tempfile::TempDir,
+}
+
+/// What HMP's answer to `hostfwd_add` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostfwdReply {
+    /// The forward is set up (HMP printed nothing).
+    Added,
+    /// The host port could not be bound: another process has it.
+    PortTaken(String),
+    /// Any other error, as HMP printed it.
+    Refused(String),
+}
+
+impl HostfwdReply {
+    /// Reads HMP's answer to `hostfwd_add`.
+    pub fn parse(reply: &str) -> HostfwdReply {
+        let reply = reply.trim();
+        if reply.is_empty() {
+            HostfwdReply::Added
+        } else if reply.starts_with(PORT_TAKEN) {
+            HostfwdReply::PortTaken(reply.to_string())
+        } else {
+            HostfwdReply::Refused(reply.to_string())
+        }
+    }
+}
+
+/// Whether HMP's answer to `hostfwd_remove` says the rule was removed.
+pub fn hostfwd_removed(reply: &str) -> bool {
+    let reply = reply.trim();
+    reply.starts_with("host forwarding rule for ") && reply.ends_with(" removed")
+}
+
+/// The HMP command forwarding TCP port `host_port` of 127.0.0.1 to `guest`.
+pub fn hostfwd_add_command(host_port: u16, guest: SocketAddrV4) -> String {
+    format!(
+        "hostfwd_add {SLIRP_NETDEV} tcp:127.0.0.1:{host_port}-{}:{}",
+        guest.ip(),
+        guest.port()
+    )
+}
+
+/// The HMP command removing the forward of TCP port `host_port` of 127.0.0.1.
+pub fn hostfwd_remove_command(host_port: u16) -> String {
+    format!("hostfwd_remove {SLIRP_NETDEV} tcp:127.0.0.1:{host_port}")
 }
 
 /// QEMU's arguments for a slirp DHCP server on the switch port `port`.
 pub fn qemu_args(port: &PortPaths) -> Vec<String> {
     let user = format!(
-        "user,id=slirp,net={NETWORK}/{PREFIX_LEN},host={GATEWAY},dns={DNS},dhcpstart={DHCP_START}"
+        "user,id={SLIRP_NETDEV},net={NETWORK}/{PREFIX_LEN},host={GATEWAY},dns={DNS},dhcpstart={DHCP_START}"
     );
     [
         "-machine",
@@ -100,6 +212,13 @@ impl Lan {
     /// Starts the DHCP server on the switch port `port`; QEMU's messages go to `log`.
     pub fn start(port: &PortPaths, log: &Path) -> Result<Lan, LanError> {
         remove_stale(&port.machine)?;
+        // Unix socket paths are short (107 bytes): a short private directory, as a
+        // machine's.
+        let qmp_dir = tempfile::Builder::new()
+            .prefix("pxen-lan-qmp-")
+            .tempdir()
+            .map_err(|source| LanError::QmpDir { source })?;
+        let qmp_socket = qmp_dir.path().join("qmp.sock");
         let log_file = File::create(log).map_err(|source| LanError::Log {
             path: log.to_path_buf(),
             source,
@@ -111,6 +230,7 @@ impl Lan {
         let mut command = Command::new(QEMU);
         command
             .args(qemu_args(port))
+            .args(qmp_args(&qmp_socket))
             .stdin(Stdio::null())
             .stdout(log_copy)
             .stderr(log_file);
@@ -125,6 +245,10 @@ impl Lan {
         Ok(Lan {
             child,
             log: log.to_path_buf(),
+            qmp_socket,
+            qmp: None,
+            forwards: HashMap::new(),
+            _qmp_dir: qmp_dir,
         })
     }
 
@@ -132,6 +256,79 @@ impl Lan {
     pub fn log(&self) -> &Path {
         &self.log
     }
+
+    /// Forwards a free TCP port of 127.0.0.1 to port `guest_port` of `guest` on the LAN, and
+    /// returns it; a forward already set up to the same place is reused. slirp connects to
+    /// the guest only when a client connects to the port, so the guest need not be up yet.
+    pub fn forward_tcp(&mut self, guest: Ipv4Addr, guest_port: u16) -> Result<u16, LanError> {
+        let guest = SocketAddrV4::new(guest, guest_port);
+        if let Some(&host_port) = self.forwards.get(&guest) {
+            return Ok(host_port);
+        }
+        let mut last = (0, String::new());
+        for _ in 0..FORWARD_TRIES {
+            let host_port = free_port(guest)?;
+            match HostfwdReply::parse(&self.hmp(&hostfwd_add_command(host_port, guest))?) {
+                HostfwdReply::Added => {
+                    log::info!("LAN: 127.0.0.1:{host_port} is forwarded to {guest}");
+                    self.forwards.insert(guest, host_port);
+                    return Ok(host_port);
+                }
+                HostfwdReply::PortTaken(reply) => last = (host_port, reply),
+                HostfwdReply::Refused(reply) => {
+                    return Err(LanError::Forward {
+                        guest,
+                        host_port,
+                        reply,
+                    })
+                }
+            }
+        }
+        let (host_port, reply) = last;
+        Err(LanError::PortsTaken {
+            guest,
+            host_port,
+            reply,
+        })
+    }
+
+    /// Removes the forward to port `guest_port` of `guest`, if there is one (as when a host
+    /// came back with another address).
+    pub fn remove_forward(&mut self, guest: Ipv4Addr, guest_port: u16) -> Result<(), LanError> {
+        let Some(host_port) = self.forwards.remove(&SocketAddrV4::new(guest, guest_port)) else {
+            return Ok(());
+        };
+        let reply = self.hmp(&hostfwd_remove_command(host_port))?;
+        if !hostfwd_removed(&reply) {
+            return Err(LanError::Remove { host_port, reply });
+        }
+        log::info!("LAN: 127.0.0.1:{host_port} is no longer forwarded");
+        Ok(())
+    }
+
+    /// Runs the HMP command `command_line` and returns what it printed.
+    fn hmp(&mut self, command_line: &str) -> Result<String, LanError> {
+        let qmp = match self.qmp.take() {
+            Some(qmp) => qmp,
+            None => Qmp::connect("lan", &self.qmp_socket, QMP_CONNECT_TIMEOUT)?,
+        };
+        let reply = self.qmp.insert(qmp).execute(
+            "human-monitor-command",
+            Some(json!({ "command-line": command_line })),
+        )?;
+        Ok(reply
+            .as_str()
+            .map_or_else(|| reply.to_string(), str::to_string))
+    }
+}
+
+/// A port of 127.0.0.1 that is free now (the kernel picks it); another process may take it
+/// before it is used, which [`Lan::forward_tcp`] handles by trying again.
+fn free_port(guest: SocketAddrV4) -> Result<u16, LanError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|source| LanError::NoFreePort { guest, source })
 }
 
 /// Removes a socket file a previous run left behind: QEMU cannot bind over it.
@@ -184,6 +381,47 @@ mod tests {
             ]
         );
         assert!(args.windows(2).any(|w| w == ["-machine", "none"]));
+    }
+
+    #[test]
+    fn hostfwd_commands_name_slirp_and_loopback() {
+        let guest = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 50), 22);
+        assert_eq!(
+            hostfwd_add_command(40022, guest),
+            "hostfwd_add slirp tcp:127.0.0.1:40022-10.77.0.50:22"
+        );
+        assert_eq!(
+            hostfwd_remove_command(40022),
+            "hostfwd_remove slirp tcp:127.0.0.1:40022"
+        );
+    }
+
+    #[test]
+    fn hostfwd_replies_as_qemu_7_2_prints_them() {
+        assert_eq!(HostfwdReply::parse(""), HostfwdReply::Added);
+        let taken = "Could not set up host forwarding rule 'tcp:127.0.0.1:40022-10.77.0.51:22'\r\n";
+        assert_eq!(
+            HostfwdReply::parse(taken),
+            HostfwdReply::PortTaken(
+                "Could not set up host forwarding rule 'tcp:127.0.0.1:40022-10.77.0.51:22'".into()
+            )
+        );
+        for refused in [
+            "unrecognized netdev id 'nosuch'\r\n",
+            "Invalid host forwarding rule 'bogus' (No : separators)\r\n",
+        ] {
+            assert_eq!(
+                HostfwdReply::parse(refused),
+                HostfwdReply::Refused(refused.trim().into())
+            );
+        }
+        assert!(hostfwd_removed(
+            "host forwarding rule for tcp:127.0.0.1:40022 removed\r\n"
+        ));
+        assert!(!hostfwd_removed(
+            "host forwarding rule for tcp:127.0.0.1:40022 not found\r\n"
+        ));
+        assert!(!hostfwd_removed("invalid format\r\n"));
     }
 
     #[test]

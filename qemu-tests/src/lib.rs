@@ -28,6 +28,7 @@ pub mod machine;
 pub mod overlay;
 pub mod qmp;
 pub mod shell;
+pub mod ssh;
 pub mod switch;
 pub mod timeline;
 

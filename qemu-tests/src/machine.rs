@@ -44,7 +44,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long [`Machine::qmp`] waits for QEMU's QMP socket to accept a connection. QEMU
 /// creates it while starting, before the guest runs, so this only matters on an overloaded
 /// machine.
-const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The QEMU id of the USB stick of a [`Boot::UsbStick`] machine: both its drive (the image)
 /// and its `usb-storage` device, which [`Machine::unplug_usb_stick`] deletes.

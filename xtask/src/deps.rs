@@ -52,6 +52,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "iproute2",
         "network namespaces and veth pairs for host0's network tests",
     ),
+    ("openssh-client", "a real SSH client for the QEMU scenarios"),
 ];
 
 /// Installs the packages of [`PACKAGES`] that are not installed yet.
