@@ -1,7 +1,9 @@
 //! The virtual LAN itself, with no PXEN on it: our switch, the LAN's DHCP server (slirp) and
+//! its port forwards (which the cluster scenario logs in to hosts through with SSH), and
 //! machines booting from the network. Needs `qemu-system-x86_64` and `ipxe-qemu`
 //! (`cargo xtask deps`); no image.
 
+use std::net::{Ipv4Addr, TcpStream};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -205,4 +207,41 @@ fn a_magic_packet_powers_on_exactly_its_host_once() {
         timeline.rows[1].at.iter().all(Option::is_none),
         "h2 never ran: {timeline}"
     );
+}
+
+#[test]
+#[ignore = "starts the LAN's QEMU (seconds); run by `cargo xtask test`"]
+fn the_lan_forwards_a_loopback_port_until_the_forward_is_removed() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let mut cluster = ClusterBuilder::new(&work.path().join("logs"))
+        .start()
+        .expect("the LAN starts");
+    let guest = Ipv4Addr::new(10, 77, 0, 60);
+    let port = cluster
+        .lan()
+        .forward_tcp(guest, 22)
+        .expect("slirp forwards a port");
+    assert_eq!(
+        cluster.lan().forward_tcp(guest, 22).expect("known"),
+        port,
+        "the same forward is reused"
+    );
+    // slirp itself accepts on the host side, whether or not the guest exists.
+    TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("slirp listens on the port");
+    let other = cluster
+        .lan()
+        .forward_tcp(lan::DHCP_START, 22)
+        .expect("a second forward");
+    assert_ne!(other, port);
+
+    cluster
+        .lan()
+        .remove_forward(guest, 22)
+        .expect("the forward is removed");
+    let refused = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect_err("nobody listens");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    cluster
+        .lan()
+        .remove_forward(guest, 22)
+        .expect("removing an unknown forward does nothing");
 }
