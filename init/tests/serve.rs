@@ -42,6 +42,20 @@ impl Drop for Server {
     }
 }
 
+/// Starts `pxen serve` on `root` with ports of its own, for a test that speaks only HTTP to
+/// it; returns the server and its HTTP port.
+fn serve_http(root: &Path) -> (Server, u16) {
+    let http = free_tcp_port();
+    let server = start_server(
+        root,
+        http,
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    (server, http)
+}
+
 /// Starts `pxen serve` and waits for its "boot service:" line.
 fn start_server(root: &Path, http: u16, tftp: u16, dhcp: u16, pxe: u16) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pxen"))
@@ -221,14 +235,7 @@ fn hosts_report_to_pxen_serve_and_pxen_status_shows_them() {
          hosts: [Host(serial: \"S1\", hostname: \"node1\")])",
     );
     let root = drive.path();
-    let http = free_tcp_port();
-    let _server = start_server(
-        root,
-        http,
-        free_udp_port(),
-        free_udp_port(),
-        free_udp_port(),
-    );
+    let (_server, http) = serve_http(root);
     let server = format!("http://127.0.0.1:{http}");
 
     let before = pxen(&["status", "--server", &server]);
@@ -312,14 +319,7 @@ fn pxen_outcome(args: &[&str]) -> (bool, String) {
 fn a_host_state_is_saved_refused_on_a_wrong_base_and_served_in_the_initrd() {
     let drive = small_drive("Cluster(name: \"state-lab\", secret: \"state-secret-0123456\")");
     let root = drive.path();
-    let http = free_tcp_port();
-    let _server = start_server(
-        root,
-        http,
-        free_udp_port(),
-        free_udp_port(),
-        free_udp_port(),
-    );
+    let (_server, http) = serve_http(root);
     let url = format!("http://127.0.0.1:{http}");
 
     let dom0 = tempfile::tempdir().unwrap();
