@@ -102,7 +102,7 @@ pub struct TimelineEntry {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The request has no `Authorization` header.
-    #[error("the report has no Authorization header; a host signs its report with the cluster secret (`Authorization: {AUTH_SCHEME} <signature>`): is the sender a PXEN host?")]
+    #[error("the request has no Authorization header; a host signs its reports and saved state with the cluster secret (`Authorization: {AUTH_SCHEME} <signature>`): is the sender a PXEN host?")]
     Missing,
     /// The header names another scheme than [`AUTH_SCHEME`].
     #[error("the Authorization header's scheme is {scheme}, not {AUTH_SCHEME}: the sender is not a PXEN host, or a much older one")]
@@ -117,7 +117,7 @@ pub enum AuthError {
         value: String,
     },
     /// The signature is well formed but does not match the body.
-    #[error("the report's signature does not match: wrong cluster secret or altered body (does the host run with the same configuration as host0?)")]
+    #[error("the request's signature does not match: wrong cluster secret or altered body (does the host run with the same configuration as host0?)")]
     Mismatch,
 }
 
