@@ -270,15 +270,33 @@ fn act_2_reboot_a_hostu(cluster: &mut Cluster, run: &Run) {
         .expect("hostu1's sshd is forwarded");
     let key_before =
         ssh::host_key(port, Instant::now() + SSH_TIMEOUT).expect("hostu1's SSH host key");
-    let host0 = cluster.host0().expect("host0 is on");
-    let saved = host0
-        // host0 names a host's state by its serial, lower-cased (FAT ignores case).
-        .expect(
-            &format!("state: stored {}", serial.to_lowercase()),
-            STATE_TIMEOUT,
+    // The line may have come before act 1 ended: look for it in host0's whole kernel log.
+    let stored = format!("state: stored {}", serial.to_lowercase());
+    let wait = format!(
+        "timeout {} sh -c 'until dmesg | grep -F \"{stored}\"; do sleep 2; done'",
+        STATE_TIMEOUT.as_secs()
+    );
+    let saved = cluster
+        .ssh_to(
+            &run.ssh(),
+            "host0",
+            "root",
+            &wait,
+            Instant::now() + STATE_TIMEOUT + SSH_TIMEOUT,
         )
-        .expect("hostu1 uploads its state and host0 keeps it");
-    println!("{}", saved.text);
+        .expect("ssh to host0 runs");
+    assert_eq!(
+        saved.status, 0,
+        "hostu1 uploads its state and host0 keeps it (awaited {stored:?} in host0's kernel log)"
+    );
+    println!("{}", saved.stdout);
+    // host0's console log level goes back up (act 1 lowered it so the kernel would not
+    // interleave with its shell): the rebooted hostU's report is awaited there.
+    cluster
+        .host0()
+        .expect("host0 is on")
+        .run_ok("dmesg -n 7", COMMAND_TIMEOUT)
+        .expect("console log level can be raised again");
 
     cluster
         .with_hostu(name, |machine| {
@@ -321,7 +339,7 @@ fn act_2_reboot_a_hostu(cluster: &mut Cluster, run: &Run) {
 /// last-known-good copy host0 kept in act 1, and say so.
 fn act_3_boot_on_the_last_known_good_configuration(run: &Run) {
     let broken = run.work.path().join("broken.ron");
-    // The closing parenthesis is missing: RON stops at the end of the file, line 2.
+    // The closing parenthesis is missing: RON expects a comma after the last value.
     std::fs::write(
         &broken,
         "Cluster(name: \"qemu-cluster\", secret: \"0123456789abcdef\"\n",
@@ -340,7 +358,7 @@ fn act_3_boot_on_the_last_known_good_configuration(run: &Run) {
         .expect(notice, SERVING_TIMEOUT)
         .expect("host0 says on its console that it runs the last-known-good copy");
     host0
-        .expect("cluster.ron:2:", COMMAND_TIMEOUT)
+        .expect("config/cluster.ron:1:57: Expected comma", COMMAND_TIMEOUT)
         .expect("host0 says where the configuration is broken");
     host0
         .expect(&format!("hostname {HOST0_HOSTNAME}"), COMMAND_TIMEOUT)
