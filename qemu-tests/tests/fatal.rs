@@ -61,7 +61,10 @@ fn a_dom0_too_small_for_the_root_filesystem_is_told_why_and_reboots() {
     let mut machine = Machine::start(&config).expect("QEMU starts");
 
     machine
-        .expect("USING THE BUILT-IN DEFAULT CONFIGURATION", VERDICT_TIMEOUT)
+        .expect(
+            "NO VALID CONFIGURATION: THIS HOST RUNS THE BUILT-IN DEFAULT",
+            VERDICT_TIMEOUT,
+        )
         .expect("the configuration fallback is announced");
     machine
         .expect("PXEN CANNOT BOOT THIS HOST", VERDICT_TIMEOUT)

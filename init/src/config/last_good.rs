@@ -97,7 +97,7 @@ impl Chosen {
                 last_good_errors,
                 ..
             } => (
-                "THE CONFIGURATION IS BROKEN: THIS HOST RUNS THE BUILT-IN DEFAULT",
+                "NO VALID CONFIGURATION: THIS HOST RUNS THE BUILT-IN DEFAULT",
                 errors,
                 last_good_errors.as_ref(),
             ),
@@ -347,7 +347,10 @@ mod tests {
             last_good_errors: Some(broken("the copy")),
         };
         let lines = default.notice().unwrap();
-        assert!(lines[0].contains("BUILT-IN DEFAULT"), "{lines:?}");
+        assert_eq!(
+            lines[0], "NO VALID CONFIGURATION: THIS HOST RUNS THE BUILT-IN DEFAULT",
+            "{lines:?}"
+        );
         assert!(lines.iter().any(|l| l.contains("the copy")), "{lines:?}");
     }
 }
